@@ -1,0 +1,61 @@
+# Every target installs what it needs first and is idempotent.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+VLLM_STAMP := .venv-vllm/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo demo-down test test-unit lint cluster-binaries cluster-up cluster-down cluster-status services vllm venv bench clean
+
+$(VENV_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV_STAMP)
+
+cluster-binaries:
+	@bash hack/tools/build.sh >/dev/null
+
+services:
+	@bash hack/install-services.sh
+
+$(VLLM_STAMP): hack/vllm/requirements.lock
+	@bash hack/install-vllm.sh
+
+vllm: $(VLLM_STAMP) venv
+	@$(PY) -m headway dev tiny-model >/dev/null
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: venv cluster-binaries services vllm lint
+	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+cluster-up: venv cluster-binaries
+	@$(PY) -m headway dev cluster up
+
+cluster-down: venv
+	@$(PY) -m headway dev cluster down
+
+cluster-status: venv
+	@$(PY) -m headway dev cluster status
+
+demo: venv cluster-binaries services vllm
+	@$(PY) -m headway dev demo
+
+demo-down: venv
+	@$(PY) -m headway dev demo --down
+
+bench: venv cluster-binaries
+	$(PY) -m bench.cluster_startup
+
+clean:
+	rm -rf $(VENV) .venv-vllm .pytest_cache .ruff_cache

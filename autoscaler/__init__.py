@@ -1,0 +1,1 @@
+"""SLO-driven autoscaler that picks the cheapest mix of GPU variants."""

@@ -1,0 +1,1 @@
+"""OpenAI-compatible gateway that routes each request to the best engine pod."""

@@ -1,0 +1,1 @@
+"""KV-cache index fed by the engines' own KV events."""

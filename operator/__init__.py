@@ -1,0 +1,1 @@
+"""ModelPool operator (kopf): builds and reconciles the vLLM Deployments of each pool."""

@@ -1,0 +1,1 @@
+"""vLLM-faithful engine simulator."""

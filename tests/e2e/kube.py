@@ -1,0 +1,66 @@
+"""Small helpers for e2e tests: manifests of plain workloads and reads of their pods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from headway.api import ENGINE_LABEL, GPU_PRODUCT_LABEL, GPU_RESOURCE
+from kubernetes import client as k8s
+
+
+def deployment(
+    name: str,
+    command: list[str],
+    *,
+    gpus: int = 0,
+    product: str | None = None,
+    port: int = 8000,
+    labels: dict[str, str] | None = None,
+    probe_path: str | None = "/",
+    annotations: dict[str, str] | None = None,
+    service_account: str | None = None,
+) -> dict[str, Any]:
+    labels = {"app": name, ENGINE_LABEL: "test", **(labels or {})}
+    container: dict[str, Any] = {
+        "name": "main",
+        "image": "example.invalid/test:1",
+        "command": command,
+        "ports": [{"name": "http", "containerPort": port}],
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        "resources": {"limits": {GPU_RESOURCE: str(gpus)}} if gpus else {},
+    }
+    if probe_path:
+        container["readinessProbe"] = {"httpGet": {"path": probe_path, "port": "http"}, "periodSeconds": 1}
+    spec: dict[str, Any] = {"containers": [container], "terminationGracePeriodSeconds": 5}
+    if product:
+        spec["nodeSelector"] = {GPU_PRODUCT_LABEL: product}
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": labels, "annotations": annotations or {}}, "spec": spec},
+        },
+    }
+
+
+def pods_of(core: k8s.CoreV1Api, ns: str, app: str) -> list[k8s.V1Pod]:
+    return core.list_namespaced_pod(ns, label_selector=f"app={app}").items
+
+
+def condition(pod: k8s.V1Pod, kind: str) -> k8s.V1PodCondition | None:
+    return next((c for c in pod.status.conditions or [] if c.type == kind), None)
+
+
+def is_ready(pod: k8s.V1Pod) -> bool:
+    c = condition(pod, "Ready")
+    return c is not None and c.status == "True"
+
+
+def event_reasons(core: k8s.CoreV1Api, ns: str, pod: str) -> list[tuple[str, str]]:
+    evs = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={pod}").items
+    return [(e.reason, e.message or "") for e in evs]
