@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
 from headway.devenv.binaries import BinariesError, ensure_binaries
 from headway.devenv.cluster import ClusterError, LocalCluster
 from headway.devenv.paths import state_dir
 from headway.devenv.podspec import ENGINE_RUNTIMES, EngineRuntimes
-from rich.console import Console
-from rich.table import Table
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -163,3 +164,44 @@ def tiny_model(
     from headway.devenv.tinymodel import tiny_model_dir, write_tiny_model
 
     print(write_tiny_model(out) if out else tiny_model_dir())
+
+
+@app.command("demo")
+def demo(
+    down: Annotated[bool, typer.Option("--down", help="Remove everything the demo started.")] = False,
+    engine_runtime: Annotated[
+        str, typer.Option(help="What serves the engine pod: vllm (real, CPU) or sim.")
+    ] = "vllm",
+    requests: Annotated[int, typer.Option(min=1, max=1000, help="Completions to send.")] = 20,
+) -> None:
+    """Local cluster with GPU nodes + runner + a real vLLM engine pod on an L4 node, driven with traffic."""
+    from headway.devenv.demo import demo_down, demo_up
+
+    if down:
+        demo_down()
+        err.print("demo removed")
+        return
+    if engine_runtime not in ENGINE_RUNTIMES:
+        err.print(f"error: --engine-runtime must be one of {', '.join(ENGINE_RUNTIMES)}")
+        raise typer.Exit(2)
+    try:
+        with err.status("starting") as status:
+            s = demo_up(runtime=engine_runtime, requests=requests, progress=status.update)
+    except Exception as e:
+        _fail(f"{type(e).__name__}: {e}")
+        return
+    table = Table("", "", title="headway demo", show_header=False)
+    table.add_row("kubeconfig", str(s.kubeconfig))
+    table.add_row("cluster start-up", f"{s.cluster_startup_s:.1f}s")
+    table.add_row("nodes", ", ".join(f"{k}×{v}" for k, v in sorted(s.nodes_by_product.items())))
+    table.add_row(
+        "engine pod", f"{s.engine_pod} on {s.engine_node} ({engine_runtime}, Ready in {s.engine_ready_s}s)"
+    )
+    table.add_row("engine URL", s.engine_url)
+    table.add_row(
+        "requests",
+        f"{s.requests} completions, {s.prompt_tokens} prompt / {s.completion_tokens} output tokens",
+    )
+    table.add_row("latency", f"p50 {s.latency_p50_s * 1000:.0f} ms, max {s.latency_max_s * 1000:.0f} ms")
+    Console().print(table)
+    print(f"try: kubectl --kubeconfig {s.kubeconfig} get pods -A -o wide;  remove with: make demo-down")

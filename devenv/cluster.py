@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
+
 from headway.devenv import procs
 from headway.devenv.binaries import Binaries, ensure_binaries
 from headway.devenv.kubeconfig import write_kubeconfig
 from headway.devenv.nodes import KWOK_ANNOTATION_SELECTOR, NodeFleet, load_fleet
 from headway.devenv.pki import Pki
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes.client.rest import ApiException
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_CIDR = "10.96.0.0/16"
@@ -368,7 +369,7 @@ class LocalCluster:
         if name == "kube-apiserver":
             ctx.load_cert_chain(str(self.pki_dir / "admin.crt"), str(self.pki_dir / "admin.key"))
         try:
-            with urllib.request.urlopen(urls[name], timeout=2, context=ctx) as r:  # noqa: S310
+            with urllib.request.urlopen(urls[name], timeout=2, context=ctx) as r:
                 body = r.read(200).decode(errors="replace").strip()
                 return r.status == 200, f"{urls[name]} → {r.status} {body[:60]}"
         except (urllib.error.URLError, OSError) as e:

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from headway.api import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from pydantic import BaseModel, Field, model_validator
+
+from headway.api import GPU_PRODUCT_LABEL, GPU_RESOURCE
 
 DEFAULT_NODES_FILE = Path(__file__).with_name("nodes.yaml")
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"

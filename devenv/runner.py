@@ -28,6 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
+from kubernetes.client.rest import ApiException
+
 from headway.api import CONTROL_PLANE_LABEL, CONTROL_PLANE_VALUE, ENGINE_LABEL, ENGINE_RUNTIME_ANNOTATION
 from headway.devenv import procs
 from headway.devenv.kubeconfig import read_server_and_ca, write_kubeconfig
@@ -39,10 +44,6 @@ from headway.devenv.podspec import (
     ServiceView,
     local_command,
 )
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes import watch as k8s_watch
-from kubernetes.client.rest import ApiException
 
 log = logging.getLogger(__name__)
 COMPONENT = "headway-dev-runner"
@@ -347,9 +348,14 @@ class Runner:
             env["KUBECONFIG"] = str(self._control_plane_kubeconfig(pod))
         logfile = self.state_dir / "logs" / m.namespace / f"{m.name}.log"
         logfile.parent.mkdir(parents=True, exist_ok=True)
+        # Each pod gets its own working directory, as a container has its own filesystem; never the
+        # runner's (a checkout's `operator/` folder would shadow the standard library's module).
+        workdir = self.state_dir / "work" / m.namespace / m.name
+        workdir.mkdir(parents=True, exist_ok=True)
         with open(logfile, "ab") as out:
             m.proc = subprocess.Popen(
                 cmd.argv,
+                cwd=workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

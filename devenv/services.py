@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from headway.devenv import procs
 
 
@@ -139,7 +140,7 @@ class PrometheusServer:
 
         def ready() -> bool:
             try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=0.5) as r:  # noqa: S310
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=0.5) as r:
                     return r.status == 200
             except (urllib.error.URLError, OSError):
                 return False

@@ -11,8 +11,9 @@ import json
 import random
 from pathlib import Path
 
-from headway.devenv.paths import cache_dir
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+from headway.devenv.paths import cache_dir
 
 MODEL_NAME = "headway-tiny-llama"
 VOCAB_SIZE = 512

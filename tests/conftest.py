@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from kubernetes import client as k8s
+
 from headway.devenv import procs
 from headway.devenv.cluster import LocalCluster
 from headway.devenv.services import PrometheusServer, RedisServer
-from kubernetes import client as k8s
 
 T = TypeVar("T")
 TESTS = Path(__file__).parent

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from headway.api import ENGINE_LABEL, GPU_PRODUCT_LABEL, GPU_RESOURCE
 from kubernetes import client as k8s
+
+from headway.api import ENGINE_LABEL, GPU_PRODUCT_LABEL, GPU_RESOURCE
 
 
 def deployment(

@@ -8,11 +8,11 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+from kubernetes import client as k8s
+
 from headway.api import GPU_PRODUCT_LABEL
 from headway.devenv import procs
 from headway.devenv.binaries import ensure_binaries
-from kubernetes import client as k8s
-
 from tests.conftest import eventually, run_cli
 from tests.e2e.kube import deployment, event_reasons, is_ready, pods_of
 
