@@ -204,4 +204,6 @@ def demo(
     )
     table.add_row("latency", f"p50 {s.latency_p50_s * 1000:.0f} ms, max {s.latency_max_s * 1000:.0f} ms")
     Console().print(table)
-    print(f"try: kubectl --kubeconfig {s.kubeconfig} get pods -A -o wide;  remove with: make demo-down")
+    kubectl = ensure_binaries(build=False).path("kubectl")
+    print(f"try: {kubectl} --kubeconfig {s.kubeconfig} get pods -A -o wide")
+    print("remove with: make demo-down")
