@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 VLLM_STAMP := .venv-vllm/.installed
 PYTEST_ARGS ?=
+# The top-level operator/ folder would shadow the standard library's `operator` module if the
+# working directory were put on sys.path (python -m does that); never let it be.
+export PYTHONSAFEPATH := 1
 
 .PHONY: demo demo-down test test-unit lint cluster-binaries cluster-up cluster-down cluster-status services vllm venv bench clean
 
@@ -55,7 +58,7 @@ demo-down: venv
 	@$(PY) -m headway dev demo --down
 
 bench: venv cluster-binaries
-	$(PY) -m bench.cluster_startup
+	$(PY) -m headway bench cluster-startup
 
 clean:
 	rm -rf $(VENV) .venv-vllm .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Local cluster start-up time with cached binaries, and optionally a cold build of the binaries.
 
-    python -m bench.cluster_startup [--runs 5] [--cold-build]
+    headway bench cluster-startup [--runs 5] [--cold-build]
 
 `--cold-build` builds every binary into an empty directory with an empty Go build cache (the module
 download cache is kept), which is what a fresh machine pays once.
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.machine import write_result
+from bench._machine import write_result
 from headway.devenv.binaries import TOOLS_DIR, ensure_binaries
 from headway.devenv.cluster import LocalCluster
 from headway.devenv.nodes import load_fleet

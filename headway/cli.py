@@ -12,5 +12,31 @@ app = typer.Typer(
 app.add_typer(dev_app, name="dev")
 
 
+@app.command(
+    "bench",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def bench(
+    ctx: typer.Context, name: str = typer.Argument(help="Benchmark name, e.g. cluster-startup.")
+) -> None:
+    """Run a benchmark from this checkout's bench/ folder (arguments after NAME go to it; try NAME --help)."""
+    import runpy
+    import sys
+
+    from headway.devenv.paths import REPO_ROOT
+
+    module = f"bench.{name.replace('-', '_')}"
+    if not (REPO_ROOT / "bench" / f"{name.replace('-', '_')}.py").is_file():
+        known = sorted(
+            p.stem.replace("_", "-") for p in (REPO_ROOT / "bench").glob("*.py") if p.stem[0] != "_"
+        )
+        typer.echo(f"error: no benchmark {name!r}; known: {', '.join(known)}", err=True)
+        raise typer.Exit(2)
+    # Appended, not prepended: the checkout's operator/ folder must not shadow the standard library.
+    sys.path.append(str(REPO_ROOT))
+    sys.argv = [f"headway bench {name}", *ctx.args]
+    runpy.run_module(module, run_name="__main__")
+
+
 def main() -> None:
     app()

@@ -37,9 +37,7 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     doc = {
         "benchmark": name,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(
-            shlex.quote(a) for a in ["python", "-m", f"bench.{name.replace('-', '_')}", *sys.argv[1:]]
-        ),
+        "command": " ".join(shlex.quote(a) for a in ["headway", "bench", name, *sys.argv[1:]]),
         "machine": describe_machine(),
         **payload,
     }
