@@ -3,6 +3,7 @@
 `headway.api` imports no other headway package, so any component may import it.
 """
 
+from headway.api.errors import HeadwayError
 from headway.api.labels import (
     CONTROL_PLANE_LABEL,
     CONTROL_PLANE_VALUE,
@@ -25,4 +26,5 @@ __all__ = [
     "GROUP",
     "POOL_LABEL",
     "VARIANT_LABEL",
+    "HeadwayError",
 ]

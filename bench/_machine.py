@@ -18,8 +18,14 @@ RESULTS = Path(__file__).parent / "results"
 def describe_machine() -> dict[str, Any]:
     cpu, mem_kib = "", 0
     with contextlib.suppress(OSError):
-        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), "")  # fmt: skip
+        cpu = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            "",
+        )
     with contextlib.suppress(OSError, IndexError, ValueError):
         mem_kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
     return {

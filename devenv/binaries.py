@@ -35,10 +35,7 @@ class Binaries:
 
 
 def _complete(d: Path) -> bool:
-    return (
-        all((d / b).is_file() and os.access(d / b, os.X_OK) for b in BINARIES)
-        and (d / "kwok-stages").is_dir()
-    )
+    return all((d / b).is_file() and os.access(d / b, os.X_OK) for b in BINARIES) and (d / "kwok-stages").is_dir()
 
 
 def default_bin_dir() -> Path:
@@ -58,13 +55,9 @@ def ensure_binaries(*, build: bool = True) -> Binaries:
         return Binaries(d)
     if not build:
         raise BinariesError(f"cluster binaries are not built in {d}; run `make cluster-binaries`")
-    proc = subprocess.run(
-        ["bash", str(TOOLS_DIR / "build.sh")], stdout=subprocess.PIPE, text=True, check=False
-    )
+    proc = subprocess.run(["bash", str(TOOLS_DIR / "build.sh")], stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
-        raise BinariesError(
-            f"building the cluster binaries failed (exit {proc.returncode}); see output above"
-        )
+        raise BinariesError(f"building the cluster binaries failed (exit {proc.returncode}); see output above")
     if not _complete(d):
         raise BinariesError(f"build finished but {d} lacks some of {', '.join(BINARIES)}")
     return Binaries(d)

@@ -31,14 +31,10 @@ cluster_app = typer.Typer(
 app.add_typer(cluster_app, name="cluster")
 err = Console(stderr=True)
 
-ClusterName = Annotated[
-    str, typer.Option("--name", help="Cluster name; its state lives under the state dir.")
-]
+ClusterName = Annotated[str, typer.Option("--name", help="Cluster name; its state lives under the state dir.")]
 NodesFile = Annotated[
     Path | None,
-    typer.Option(
-        "--nodes", help="Node fleet YAML (default: devenv/nodes.yaml).", exists=True, dir_okay=False
-    ),
+    typer.Option("--nodes", help="Node fleet YAML (default: devenv/nodes.yaml).", exists=True, dir_okay=False),
 ]
 
 
@@ -94,9 +90,7 @@ def cluster_status(name: ClusterName = "default") -> None:
     table = Table("component", "pid", "healthy", "detail")
     health = cluster.status()
     for h in health:
-        table.add_row(
-            h.name, str(h.pid or "-"), "[green]yes[/green]" if h.healthy else "[red]no[/red]", h.detail
-        )
+        table.add_row(h.name, str(h.pid or "-"), "[green]yes[/green]" if h.healthy else "[red]no[/red]", h.detail)
     Console().print(table)
     print(f"kubeconfig: {cluster.kubeconfig}")
     if not all(h.healthy for h in health):
@@ -105,9 +99,7 @@ def cluster_status(name: ClusterName = "default") -> None:
 
 @app.command("runner")
 def runner(
-    kubeconfig: Annotated[
-        Path, typer.Option(help="Kubeconfig of the local cluster.", exists=True, dir_okay=False)
-    ],
+    kubeconfig: Annotated[Path, typer.Option(help="Kubeconfig of the local cluster.", exists=True, dir_okay=False)],
     engine_runtime: Annotated[
         str,
         typer.Option(
@@ -169,9 +161,7 @@ def tiny_model(
 @app.command("demo")
 def demo(
     down: Annotated[bool, typer.Option("--down", help="Remove everything the demo started.")] = False,
-    engine_runtime: Annotated[
-        str, typer.Option(help="What serves the engine pod: vllm (real, CPU) or sim.")
-    ] = "vllm",
+    engine_runtime: Annotated[str, typer.Option(help="What serves the engine pod: vllm (real, CPU) or sim.")] = "vllm",
     requests: Annotated[int, typer.Option(min=1, max=1000, help="Completions to send.")] = 20,
 ) -> None:
     """Local cluster with GPU nodes + runner + a real vLLM engine pod on an L4 node, driven with traffic."""
@@ -194,9 +184,7 @@ def demo(
     table.add_row("kubeconfig", str(s.kubeconfig))
     table.add_row("cluster start-up", f"{s.cluster_startup_s:.1f}s")
     table.add_row("nodes", ", ".join(f"{k}×{v}" for k, v in sorted(s.nodes_by_product.items())))
-    table.add_row(
-        "engine pod", f"{s.engine_pod} on {s.engine_node} ({engine_runtime}, Ready in {s.engine_ready_s}s)"
-    )
+    table.add_row("engine pod", f"{s.engine_pod} on {s.engine_node} ({engine_runtime}, Ready in {s.engine_ready_s}s)")
     table.add_row("engine URL", s.engine_url)
     table.add_row(
         "requests",

@@ -301,9 +301,7 @@ class LocalCluster:
         stages = [yaml.safe_load((bins.kwok_stages / s).read_text()) for s in KWOK_STAGES]
         for stage in stages:
             if stage["metadata"]["name"] == "pod-ready":
-                stage["spec"]["next"]["statusTemplate"] = _unready_until_probed(
-                    stage["spec"]["next"]["statusTemplate"]
-                )
+                stage["spec"]["next"]["statusTemplate"] = _unready_until_probed(stage["spec"]["next"]["statusTemplate"])
         config = self.dir / "kwok.yaml"
         config.write_text(yaml.safe_dump_all(stages, sort_keys=False))
         return [
@@ -398,9 +396,7 @@ def _unready_until_probed(template: str) -> str:
     replacements = {
         '  status: "True"\n  type: Ready\n': f"  status: {unready}\n  type: Ready\n",
         '  status: "True"\n  type: ContainersReady\n': f"  status: {unready}\n  type: ContainersReady\n",
-        "  name: {{ .name | Quote }}\n  ready: true\n": "  name: {{ .name | Quote }}\n  ready: "
-        + probed
-        + "\n",
+        "  name: {{ .name | Quote }}\n  ready: true\n": "  name: {{ .name | Quote }}\n  ready: " + probed + "\n",
     }
     text = template
     for old, new in replacements.items():

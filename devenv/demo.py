@@ -39,12 +39,21 @@ def engine_deployment(model_dir: Path, runtime: str, product: str) -> dict[str, 
         "name": "vllm",
         "image": "vllm/vllm-openai:latest",
         "command": ["vllm", "serve", str(model_dir)],
-        "args": ["--served-model-name", SERVED_NAME, "--port", "8000", "--load-format", "dummy",
-                 "--max-model-len", "2048", "--enable-prefix-caching"],
+        "args": [
+            "--served-model-name",
+            SERVED_NAME,
+            "--port",
+            "8000",
+            "--load-format",
+            "dummy",
+            "--max-model-len",
+            "2048",
+            "--enable-prefix-caching",
+        ],
         "ports": [{"name": "http", "containerPort": 8000}],
         "resources": {"limits": {GPU_RESOURCE: "1"}},
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 2},
-    }  # fmt: skip
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -85,8 +94,9 @@ def _completion(url: str, prompt: str) -> tuple[float, dict[str, Any]]:
     return time.perf_counter() - t0, out
 
 
-def demo_up(*, runtime: str = "vllm", product: str = "NVIDIA-L4", requests: int = 20,
-            progress: Any = print) -> DemoSummary:  # fmt: skip
+def demo_up(
+    *, runtime: str = "vllm", product: str = "NVIDIA-L4", requests: int = 20, progress: Any = print
+) -> DemoSummary:
     d = demo_dir()
     d.mkdir(parents=True, exist_ok=True)
     progress("local cluster")
@@ -96,9 +106,19 @@ def demo_up(*, runtime: str = "vllm", product: str = "NVIDIA-L4", requests: int 
     if not (runner_pid_file.exists() and procs.alive(int(runner_pid_file.read_text()))):
         progress("engine runner")
         proc = procs.spawn(
-            [sys.executable, "-m", "headway", "dev", "runner", "--kubeconfig", str(kubeconfig),
-             "--state", str(d / "runner")], d / "runner.log",
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "headway",
+                "dev",
+                "runner",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--state",
+                str(d / "runner"),
+            ],
+            d / "runner.log",
+        )
         runner_pid_file.write_text(str(proc.pid))
     api = cluster.api_client()
     core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
@@ -117,8 +137,9 @@ def demo_up(*, runtime: str = "vllm", product: str = "NVIDIA-L4", requests: int 
     t0, pod = time.monotonic(), None
     while time.monotonic() - t0 < 600:
         pods = core.list_namespaced_pod(NAMESPACE, label_selector=f"app={APP}").items
-        pod = next((p for p in pods if any(c.type == "Ready" and c.status == "True"
-                                           for c in p.status.conditions or [])), None)  # fmt: skip
+        pod = next(
+            (p for p in pods if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])), None
+        )
         if pod:
             break
         progress(f"engine pod starting ({runtime} on {product}, {time.monotonic() - t0:.0f}s)")

@@ -36,9 +36,7 @@ def write_kubeconfig(
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": "headway-dev", "cluster": {"server": server, "certificate-authority-data": ca_data}}
-        ],
+        "clusters": [{"name": "headway-dev", "cluster": {"server": server, "certificate-authority-data": ca_data}}],
         "users": [{"name": user, "user": creds}],
         "contexts": [{"name": "headway-dev", "context": context}],
         "current-context": "headway-dev",

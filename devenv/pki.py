@@ -125,8 +125,6 @@ class Pki:
         pair.key.write_bytes(_pem_key(key))
         pair.key.chmod(0o600)
         pair.cert.write_bytes(
-            key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
+            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         )
         return pair

@@ -70,9 +70,7 @@ def container_env(pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[
         elif source.get("resourceFieldRef"):
             env[name] = ""
         else:
-            raise PodSpecError(
-                f"env {name}: only literal values and fieldRef are supported by the dev runner"
-            )
+            raise PodSpecError(f"env {name}: only literal values and fieldRef are supported by the dev runner")
     return env
 
 
@@ -153,11 +151,7 @@ def _engine_args(argv: list[str]) -> list[str] | None:
         if rest and not rest[0].startswith("-"):
             return ["--model", rest[0], *rest[1:]]
         return rest
-    if (
-        len(argv) >= 3
-        and argv[0].rsplit("/", 1)[-1].startswith("python")
-        and argv[1:3] == ["-m", _VLLM_MODULE]
-    ):
+    if len(argv) >= 3 and argv[0].rsplit("/", 1)[-1].startswith("python") and argv[1:3] == ["-m", _VLLM_MODULE]:
         return argv[3:]
     return None
 
@@ -207,9 +201,7 @@ def local_command(
     container = containers[0]
     argv_raw = [*(container.get("command") or []), *(container.get("args") or [])]
     if not argv_raw:
-        raise PodSpecError(
-            f"container {container['name']}: no command (image entrypoints are not known locally)"
-        )
+        raise PodSpecError(f"container {container['name']}: no command (image entrypoints are not known locally)")
     namespace, pod_ip = pod["metadata"]["namespace"], pod["status"].get("podIP") or ""
     env = container_env(pod, container)
     env = {k: rewrite_service_refs(v, namespace, services) for k, v in env.items()}

@@ -106,9 +106,7 @@ class Probe:
             g = spec["httpGet"]
             return cls("http", port_of(g["port"]), g.get("path", "/"), period, threshold)
         if "tcpSocket" in spec:
-            return cls(
-                "tcp", port_of(spec["tcpSocket"]["port"]), period_s=period, failure_threshold=threshold
-            )
+            return cls("tcp", port_of(spec["tcpSocket"]["port"]), period_s=period, failure_threshold=threshold)
         return cls("none")
 
     def check(self, ip: str) -> bool:
@@ -196,9 +194,7 @@ class Runner:
                     "timeout_seconds": 60,
                     "allow_watch_bookmarks": True,
                 }
-                fn = (
-                    self.core.list_namespaced_pod if self.namespace else self.core.list_pod_for_all_namespaces
-                )
+                fn = self.core.list_namespaced_pod if self.namespace else self.core.list_pod_for_all_namespaces
                 args = (self.namespace,) if self.namespace else ()
                 for ev in w.stream(fn, *args, **kwargs):
                     if self._stop.is_set():
@@ -299,9 +295,7 @@ class Runner:
                     if match and ready:
                         endpoints[port.port] = (ready[0].addresses[0], match.port)
                         break
-            views.append(
-                ServiceView(svc.metadata.name, svc.metadata.namespace, svc.spec.cluster_ip, endpoints)
-            )
+            views.append(ServiceView(svc.metadata.name, svc.metadata.namespace, svc.spec.cluster_ip, endpoints))
         return views
 
     def _control_plane_kubeconfig(self, pod: Mapping[str, Any]) -> Path:
@@ -325,13 +319,9 @@ class Runner:
         )
 
     def _start(self, m: Managed, pod: Mapping[str, Any]) -> None:
-        runtime = (pod["metadata"].get("annotations") or {}).get(
-            ENGINE_RUNTIME_ANNOTATION, self.engine_runtime
-        )
+        runtime = (pod["metadata"].get("annotations") or {}).get(ENGINE_RUNTIME_ANNOTATION, self.engine_runtime)
         try:
-            cmd = local_command(
-                pod, runtime=runtime, runtimes=self.runtimes, services=self._services(m.namespace)
-            )
+            cmd = local_command(pod, runtime=runtime, runtimes=self.runtimes, services=self._services(m.namespace))
         except ServiceNotReady as e:
             if m.waiting_reported != str(e):
                 self._event(m, "WaitingForService", str(e))

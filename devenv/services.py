@@ -35,9 +35,7 @@ def _wait(check: Any, timeout_s: float, what: str, proc: Any, log: Path) -> None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ServiceError(
-                f"{what} exited with {proc.returncode}: {log.read_text(errors='replace')[-1500:]}"
-            )
+            raise ServiceError(f"{what} exited with {proc.returncode}: {log.read_text(errors='replace')[-1500:]}")
         if check():
             return
         time.sleep(0.05)

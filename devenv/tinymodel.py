@@ -114,9 +114,7 @@ def write_tiny_model(out: Path) -> Path:
         )
     )
     (out / "special_tokens_map.json").write_text(
-        json.dumps(
-            {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot|>", "pad_token": "<|pad|>"}, indent=2
-        )
+        json.dumps({"bos_token": "<|begin_of_text|>", "eos_token": "<|eot|>", "pad_token": "<|pad|>"}, indent=2)
     )
     (out / "generation_config.json").write_text(
         json.dumps(

@@ -6,9 +6,7 @@ import typer
 
 from headway.devenv.cli import app as dev_app
 
-app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="headway: a control plane for LLM inference."
-)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="headway: a control plane for LLM inference.")
 app.add_typer(dev_app, name="dev")
 
 
@@ -16,9 +14,7 @@ app.add_typer(dev_app, name="dev")
     "bench",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
 )
-def bench(
-    ctx: typer.Context, name: str = typer.Argument(help="Benchmark name, e.g. cluster-startup.")
-) -> None:
+def bench(ctx: typer.Context, name: str = typer.Argument(help="Benchmark name, e.g. cluster-startup.")) -> None:
     """Run a benchmark from this checkout's bench/ folder (arguments after NAME go to it; try NAME --help)."""
     import runpy
     import sys
@@ -27,15 +23,25 @@ def bench(
 
     module = f"bench.{name.replace('-', '_')}"
     if not (REPO_ROOT / "bench" / f"{name.replace('-', '_')}.py").is_file():
-        known = sorted(
-            p.stem.replace("_", "-") for p in (REPO_ROOT / "bench").glob("*.py") if p.stem[0] != "_"
-        )
+        known = sorted(p.stem.replace("_", "-") for p in (REPO_ROOT / "bench").glob("*.py") if p.stem[0] != "_")
         typer.echo(f"error: no benchmark {name!r}; known: {', '.join(known)}", err=True)
         raise typer.Exit(2)
     # Appended, not prepended: the checkout's operator/ folder must not shadow the standard library.
     sys.path.append(str(REPO_ROOT))
     sys.argv = [f"headway bench {name}", *ctx.args]
     runpy.run_module(module, run_name="__main__")
+
+
+@app.command(
+    "sim",
+    add_help_option=False,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def sim(ctx: typer.Context) -> None:
+    """A vLLM-faithful engine simulator (vLLM's flags; see `headway sim --help`)."""
+    from headway.sim.cli import main as sim_main
+
+    sim_main(ctx.args)
 
 
 def main() -> None:

@@ -120,9 +120,7 @@ def prometheus_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cal
         s.stop()
 
 
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout_s: float = 300
-) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "headway", *args],
         capture_output=True,

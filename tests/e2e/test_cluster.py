@@ -80,16 +80,12 @@ def test_process_exit_is_reported_in_a_pod_event_and_restarted(
 ) -> None:
     crash = ["python3", "-c", "import sys; print('bye'); sys.exit(3)"]
     apps.create_namespaced_deployment(namespace, deployment("crash", crash, probe_path=None))
-    pod = eventually(
-        lambda: next(iter(pods_of(core, namespace, "crash")), None), timeout_s=30, what="crash pod"
-    )
+    pod = eventually(lambda: next(iter(pods_of(core, namespace, "crash")), None), timeout_s=30, what="crash pod")
 
     def exits() -> list[str]:
         return [m for r, m in event_reasons(core, namespace, pod.metadata.name) if r == "ProcessExited"]
 
-    msgs = eventually(
-        lambda: (m := exits()) and len(m) >= 2 and m, timeout_s=30, what="two ProcessExited events"
-    )
+    msgs = eventually(lambda: (m := exits()) and len(m) >= 2 and m, timeout_s=30, what="two ProcessExited events")
     assert all("exit code 3" in m for m in msgs)
     fresh = core.read_namespaced_pod(pod.metadata.name, namespace)
     assert fresh.status.container_statuses[0].restart_count >= 1

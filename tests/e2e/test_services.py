@@ -29,8 +29,7 @@ def test_prometheus_scrapes_a_target_and_answers_queries(
     prom.stop()
     # Scrape the first instance's own port after a restart on the same port: a target that is really up.
     port = prom.port
-    prom = prometheus_factory([{"job_name": "self", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}],
-                              port=port)  # fmt: skip
+    prom = prometheus_factory([{"job_name": "self", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}], port=port)
 
     def up() -> list:
         q = urllib.parse.urlencode({"query": 'up{job="self"} == 1'})

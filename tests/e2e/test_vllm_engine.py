@@ -28,21 +28,37 @@ def test_real_vllm_pod_serves_a_completion(
 ) -> None:
     assert VLLM_PYTHON.exists(), "real vLLM is not installed: run `make vllm`"
     command = [
-        "vllm", "serve", str(tiny_model_dir()), "--served-model-name", "tiny", "--port", "8000",
-        "--load-format", "dummy", "--max-model-len", "2048", "--enable-prefix-caching",
-    ]  # fmt: skip
-    dep = deployment("vllm", command, gpus=1, product="NVIDIA-L4", probe_path="/health",
-                     annotations={ENGINE_RUNTIME_ANNOTATION: "vllm"})  # fmt: skip
+        "vllm",
+        "serve",
+        str(tiny_model_dir()),
+        "--served-model-name",
+        "tiny",
+        "--port",
+        "8000",
+        "--load-format",
+        "dummy",
+        "--max-model-len",
+        "2048",
+        "--enable-prefix-caching",
+    ]
+    dep = deployment(
+        "vllm",
+        command,
+        gpus=1,
+        product="NVIDIA-L4",
+        probe_path="/health",
+        annotations={ENGINE_RUNTIME_ANNOTATION: "vllm"},
+    )
     apps.create_namespaced_deployment(namespace, dep)
     pod = eventually(
         lambda: next((p for p in pods_of(core, namespace, "vllm") if is_ready(p)), None),
-        timeout_s=420, interval_s=1.0, what=f"vLLM pod Ready (log under {runner / 'logs' / namespace})",
-    )  # fmt: skip
+        timeout_s=420,
+        interval_s=1.0,
+        what=f"vLLM pod Ready (log under {runner / 'logs' / namespace})",
+    )
     base = f"http://{pod.status.pod_ip}:8000"
 
-    out = _post(
-        f"{base}/v1/completions", {"model": "tiny", "prompt": "Explain the prefix cache", "max_tokens": 8}
-    )
+    out = _post(f"{base}/v1/completions", {"model": "tiny", "prompt": "Explain the prefix cache", "max_tokens": 8})
     assert out["object"] == "text_completion"
     assert out["usage"]["completion_tokens"] == 8
     assert out["choices"][0]["finish_reason"] == "length"
@@ -56,5 +72,7 @@ def test_real_vllm_pod_serves_a_completion(
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
         metrics = r.read().decode()
     assert 'vllm:prompt_tokens_total{engine="0",model_name="tiny"}' in metrics
-    assert any(reason == "Started" and "vllm.entrypoints" in msg
-               for reason, msg in event_reasons(core, namespace, pod.metadata.name))  # fmt: skip
+    assert any(
+        reason == "Started" and "vllm.entrypoints" in msg
+        for reason, msg in event_reasons(core, namespace, pod.metadata.name)
+    )

@@ -20,17 +20,21 @@ from headway.devenv.podspec import (
     rewrite_service_refs,
 )
 
-RUNTIMES = EngineRuntimes(sim=("SIM",), vllm=("VPY", "-m", "vllm.entrypoints.openai.api_server"),
-                          headway=("HW",), python="PY")  # fmt: skip
+RUNTIMES = EngineRuntimes(
+    sim=("SIM",), vllm=("VPY", "-m", "vllm.entrypoints.openai.api_server"), headway=("HW",), python="PY"
+)
 
 
 def pod(command: list[str], args: list[str] | None = None, env: list[dict[str, Any]] | None = None) -> dict:
     return {
         "metadata": {"name": "p-1", "namespace": "ns", "uid": "u1", "labels": {"app": "x"}},
-        "spec": {"nodeName": "h100-0", "serviceAccountName": "sa",
-                 "containers": [{"name": "c", "command": command, "args": args or [], "env": env or []}]},
+        "spec": {
+            "nodeName": "h100-0",
+            "serviceAccountName": "sa",
+            "containers": [{"name": "c", "command": command, "args": args or [], "env": env or []}],
+        },
         "status": {"podIP": "127.1.2.3"},
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize(
@@ -53,12 +57,15 @@ def test_expand_leaves_text_without_dollar_alone(text: str) -> None:
 
 
 def test_env_resolves_downward_api_and_earlier_variables() -> None:
-    p = pod(["x"], env=[
-        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
-        {"name": "URL", "value": "http://$(POD_IP):8000/$(NAME)"},
-    ])  # fmt: skip
+    p = pod(
+        ["x"],
+        env=[
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            {"name": "URL", "value": "http://$(POD_IP):8000/$(NAME)"},
+        ],
+    )
     env = container_env(p, p["spec"]["containers"][0])
     assert env == {"POD_IP": "127.1.2.3", "NAME": "p-1", "APP": "x", "URL": "http://127.1.2.3:8000/p-1"}
 
@@ -81,9 +88,7 @@ INDEXER = ServiceView("indexer", "ns", "10.96.0.10", {5557: ("127.1.9.9", 15557)
         pytest.param("10.96.0.10:5557", "127.1.9.9:15557", id="cluster-ip"),
         pytest.param("tcp://my-indexer:5557", "tcp://my-indexer:5557", id="other-name-with-same-suffix"),
         pytest.param("indexer", "indexer", id="no-port-no-rewrite"),
-        pytest.param(
-            '{"endpoint":"tcp://indexer:5557"}', '{"endpoint":"tcp://127.1.9.9:15557"}', id="inside-json"
-        ),
+        pytest.param('{"endpoint":"tcp://indexer:5557"}', '{"endpoint":"tcp://127.1.9.9:15557"}', id="inside-json"),
     ],
 )
 def test_service_refs_become_a_ready_endpoint(text: str, want: str) -> None:
@@ -103,8 +108,13 @@ def test_wildcard_binds_become_the_pod_ip() -> None:
     wildcard = ".".join(["0"] * 4)
     argv = ["--host", wildcard, f"--listen={wildcard}:9000", "--bind=[::]", "--name=keep", "127.0.0.1"]
     assert bind_to_pod_ip(argv, "127.1.2.3") == [
-        "--host", "127.1.2.3", "--listen=127.1.2.3:9000", "--bind=127.1.2.3", "--name=keep", "127.0.0.1",
-    ]  # fmt: skip
+        "--host",
+        "127.1.2.3",
+        "--listen=127.1.2.3:9000",
+        "--bind=127.1.2.3",
+        "--name=keep",
+        "127.0.0.1",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -123,8 +133,10 @@ def test_vllm_serve_maps_to_the_chosen_runtime_on_the_pod_ip(runtime: str, prefi
 
 
 def test_python_module_form_of_vllm_is_an_engine_too() -> None:
-    p = pod(["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "m", "--host", "$(POD_IP)"],
-            env=[{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}])  # fmt: skip
+    p = pod(
+        ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "m", "--host", "$(POD_IP)"],
+        env=[{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+    )
     cmd = local_command(p, runtime="sim", runtimes=RUNTIMES)
     assert cmd.argv == ["SIM", "--model", "m", "--host", "127.1.2.3"]
 
