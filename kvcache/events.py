@@ -111,17 +111,19 @@ def decode_batch(payload: bytes) -> EventBatch:
     """Decode a batch of either encoding into the modern structs, or raise EventDecodeError."""
     try:
         return _MODERN.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.MsgspecError, ValueError):
         pass
     try:
         legacy = _LEGACY.decode(payload)
         return EventBatch(legacy.ts, [_from_legacy(e) for e in legacy.events], legacy.data_parallel_rank)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.MsgspecError, ValueError):
         pass
     try:
         raw = _ANY.decode(payload)
-        if isinstance(raw, dict) and "events" in raw:
-            return msgspec.convert(raw, EventBatch, from_attributes=False)
-    except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as e:
+        if isinstance(raw, dict) and isinstance(raw.get("events"), list):
+            events = msgspec.convert(raw["events"], list[Event])
+            rank = raw.get("data_parallel_rank")
+            return EventBatch(float(raw.get("ts", 0.0)), events, rank if isinstance(rank, int) else None)
+    except (msgspec.MsgspecError, ValueError, TypeError) as e:
         raise EventDecodeError(f"not a KV-event batch: {e}") from None
     raise EventDecodeError("not a KV-event batch in the map or the legacy array encoding")

@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Emit the pre-v0.26 array-encoded KV events instead of map-encoded ones.",
     )
-    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="Log level (info)."
+    )
     return p
 
 

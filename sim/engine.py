@@ -23,7 +23,7 @@ import random
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from headway.kvcache.events import Event
@@ -112,7 +112,10 @@ class Engine:
         eos_token_id: int | None = None,
         observer: EngineObserver | None = None,
         emit_events: Callable[[list[Event]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """`clock` and `sleep` are injectable so tests run the engine on virtual time."""
         self.limits = limits
         self.profile = profile
         self.sample_ids = sample_ids
@@ -132,6 +135,8 @@ class Engine:
         self._wake = asyncio.Event()
         self._aborted: set[str] = set()
         self.steps = itertools.count()
+        self._clock = clock
+        self._sleep = sleep
 
     # ----- API used by the server
     def submit(self, req: Request) -> None:
@@ -205,7 +210,7 @@ class Engine:
             req.num_computed = hit_tokens
             req.num_cached_blocks = len(hit)
             if req.scheduled_at is None:
-                req.scheduled_at = time.monotonic()
+                req.scheduled_at = self._clock()
                 req.cached_tokens = hit_tokens
             self.observer.on_schedule(req, req.scheduled_at - req.arrival, hit_tokens)
             self.running.append(req)
@@ -235,7 +240,7 @@ class Engine:
         )
 
     def _advance(self, scheduled: dict[str, int]) -> None:
-        now = time.monotonic()
+        now = self._clock()
         bs = self.limits.block_size
         for req in list(self.running):
             n = scheduled.get(req.request_id)
@@ -287,7 +292,7 @@ class Engine:
     def _reap_aborted(self) -> None:
         if not self._aborted:
             return
-        now = time.monotonic()
+        now = self._clock()
         for req in list(self.running):
             if req.request_id in self._aborted:
                 self._finish(req, "abort", now)
@@ -314,17 +319,17 @@ class Engine:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            started = time.monotonic()
+            started = self._clock()
             scheduled = self._schedule()
             if not scheduled:
                 # Nothing fits (e.g. a prompt larger than the whole cache): fail it rather than spin.
                 req = self.waiting.popleft()
                 req.finish_reason = "error"
                 req.queue.put_nowait(None)
-                self.observer.on_finish(req, time.monotonic())
+                self.observer.on_finish(req, self._clock())
                 continue
             duration = self.step_seconds(scheduled) / self.limits.time_scale
-            await asyncio.sleep(max(0.0, duration - (time.monotonic() - started)))
+            await self._sleep(max(0.0, duration - (self._clock() - started)))
             self._advance(scheduled)
             self.flush_events()
             self.observer.on_step(sum(scheduled.values()), len(self.running), len(self.waiting), self.pool.usage)
