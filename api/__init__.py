@@ -12,6 +12,8 @@ from headway.api.labels import (
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
     GROUP,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
     POOL_LABEL,
     VARIANT_LABEL,
 )
@@ -24,6 +26,8 @@ __all__ = [
     "GPU_PRODUCT_LABEL",
     "GPU_RESOURCE",
     "GROUP",
+    "MANAGED_BY_LABEL",
+    "MANAGED_BY_VALUE",
     "POOL_LABEL",
     "VARIANT_LABEL",
     "HeadwayError",

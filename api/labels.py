@@ -14,10 +14,34 @@ ENGINE_LABEL = f"{GROUP}/engine"
 ENGINE_RUNTIME_ANNOTATION = f"{GROUP}/engine-runtime"
 """Optional per-pod choice, for the dev runner only, of what serves a `vllm` engine pod: `sim` or `vllm`."""
 
-CONTROL_PLANE_LABEL = "app.kubernetes.io/part-of"
-CONTROL_PLANE_VALUE = "headway"
-"""Pods of headway's own control plane carry CONTROL_PLANE_LABEL=CONTROL_PLANE_VALUE."""
+CONTROL_PLANE_LABEL = f"{GROUP}/control-plane"
+CONTROL_PLANE_VALUE = "true"
+"""Pods of headway's own control plane (operator, gateway, indexer, autoscaler) carry this label."""
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "headway-operator"
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 """The NVIDIA GPU feature discovery label that names a node's GPU model."""
+
+# Condition types and reasons of a ModelPool's status.
+CONDITION_READY = "Ready"
+CONDITION_PROGRESSING = "Progressing"
+CONDITION_DEGRADED = "Degraded"
+REASON_ALL_READY = "AllReplicasReady"
+REASON_SCALED_TO_ZERO = "ScaledToZero"
+REASON_REPLICAS_STARTING = "ReplicasStarting"
+REASON_STABLE = "Stable"
+REASON_UNSCHEDULABLE = "Unschedulable"
+REASON_AS_EXPECTED = "AsExpected"
+REASON_INVALID_SPEC = "InvalidSpec"
+
+# Metric names of the operator (the strings dashboards and tests read).
+METRIC_OPERATOR_RECONCILES = "headway_operator_reconciles_total"
+METRIC_OPERATOR_RECONCILE_ERRORS = "headway_operator_reconcile_errors_total"
+METRIC_OPERATOR_RECONCILE_DURATION = "headway_operator_reconcile_duration_seconds"
+METRIC_OPERATOR_STATUS_UPDATES = "headway_operator_status_updates_total"
+METRIC_OPERATOR_POOLS = "headway_operator_pools"
+METRIC_OPERATOR_DESIRED_REPLICAS = "headway_operator_desired_replicas"
+METRIC_OPERATOR_READY_REPLICAS = "headway_operator_ready_replicas"

@@ -67,6 +67,25 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _ready(pod: Any) -> bool:
+    return (
+        bool(pod.status.pod_ip)
+        and not pod.metadata.deletion_timestamp
+        and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+    )
+
+
+def _target_port(pod: Any, target: int | str) -> int | None:
+    """A Service targetPort (number or container port name) resolved against one backend pod."""
+    if isinstance(target, int) or str(target).isdigit():
+        return int(target)
+    for c in pod.spec.containers:
+        for p in c.ports or []:
+            if p.name == target:
+                return int(p.container_port)
+    return None
+
+
 def is_managed(pod: Mapping[str, Any]) -> bool:
     labels = pod["metadata"].get("labels") or {}
     return ENGINE_LABEL in labels or labels.get(CONTROL_PLANE_LABEL) == CONTROL_PLANE_VALUE
@@ -162,7 +181,6 @@ class Runner:
         self.namespace = namespace
         self.api_client = k8s_config.new_client_from_config(config_file=str(kubeconfig))
         self.core = k8s.CoreV1Api(self.api_client)
-        self.discovery = k8s.DiscoveryV1Api(self.api_client)
         self.server, self.ca = read_server_and_ca(kubeconfig)
         self.pods: dict[str, dict[str, Any]] = {}
         self.managed: dict[str, Managed] = {}
@@ -278,24 +296,30 @@ class Runner:
                 log.warning("could not set Ready=%s on %s/%s: %s", flag, m.namespace, m.name, e.reason)
 
     # ----- processes
-    def _services(self, namespace: str) -> list[ServiceView]:
+    def _services(self) -> list[ServiceView]:
+        """Each Service with a ready backend per port, found from the pods its selector picks.
+
+        Not from EndpointSlices: the API server refuses loopback addresses in them, so on this cluster
+        they stay empty; the selector over Ready pods is what the EndpointSlice controller would use.
+        """
         views = []
-        slices = self.discovery.list_endpoint_slice_for_all_namespaces().items
-        by_service: dict[tuple[str, str], list[Any]] = {}
-        for s in slices:
-            owner = (s.metadata.labels or {}).get("kubernetes.io/service-name")
-            if owner:
-                by_service.setdefault((s.metadata.namespace, owner), []).append(s)
+        pods_by_ns: dict[str, list[Any]] = {}
         for svc in self.core.list_service_for_all_namespaces().items:
+            ns, selector = svc.metadata.namespace, svc.spec.selector or {}
             endpoints: dict[int, tuple[str, int]] = {}
-            for port in svc.spec.ports or []:
-                for s in by_service.get((svc.metadata.namespace, svc.metadata.name), []):
-                    match = next((p for p in s.ports or [] if p.name == port.name), None)
-                    ready = [e for e in s.endpoints or [] if e.conditions is None or e.conditions.ready]
-                    if match and ready:
-                        endpoints[port.port] = (ready[0].addresses[0], match.port)
-                        break
-            views.append(ServiceView(svc.metadata.name, svc.metadata.namespace, svc.spec.cluster_ip, endpoints))
+            if selector:
+                if ns not in pods_by_ns:
+                    pods_by_ns[ns] = sorted(self.core.list_namespaced_pod(ns).items, key=lambda p: p.metadata.name)
+                backends = [
+                    p for p in pods_by_ns[ns] if _ready(p) and selector.items() <= (p.metadata.labels or {}).items()
+                ]
+                for port in svc.spec.ports or []:
+                    for pod in backends:
+                        target = _target_port(pod, port.target_port if port.target_port is not None else port.port)
+                        if target is not None:
+                            endpoints[port.port] = (pod.status.pod_ip, target)
+                            break
+            views.append(ServiceView(svc.metadata.name, ns, svc.spec.cluster_ip, endpoints))
         return views
 
     def _control_plane_kubeconfig(self, pod: Mapping[str, Any]) -> Path:
@@ -321,7 +345,7 @@ class Runner:
     def _start(self, m: Managed, pod: Mapping[str, Any]) -> None:
         runtime = (pod["metadata"].get("annotations") or {}).get(ENGINE_RUNTIME_ANNOTATION, self.engine_runtime)
         try:
-            cmd = local_command(pod, runtime=runtime, runtimes=self.runtimes, services=self._services(m.namespace))
+            cmd = local_command(pod, runtime=runtime, runtimes=self.runtimes, services=self._services())
         except ServiceNotReady as e:
             if m.waiting_reported != str(e):
                 self._event(m, "WaitingForService", str(e))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kubernetes import client as k8s
 
-from headway.api import GPU_PRODUCT_LABEL
+from headway.api import CONTROL_PLANE_LABEL, CONTROL_PLANE_VALUE, GPU_PRODUCT_LABEL
 from headway.devenv import procs
 from headway.devenv.binaries import ensure_binaries
 from tests.conftest import eventually, run_cli
@@ -135,7 +135,7 @@ def test_control_plane_pod_runs_as_its_service_account(
         ["python3", "-c", WHOAMI],
         probe_path=None,
         service_account="reader",
-        labels={"app.kubernetes.io/part-of": "headway"},
+        labels={CONTROL_PLANE_LABEL: CONTROL_PLANE_VALUE},
     )
     dep["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "NS", "value": namespace})
     apps.create_namespaced_deployment(namespace, dep)

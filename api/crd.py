@@ -1,0 +1,202 @@
+"""Generate the ModelPool CustomResourceDefinition from the pydantic models (the single source).
+
+`python -m headway.api.crd > deploy/crds/inference.headway.dev_modelpools.yaml` writes it; a unit test
+fails when the committed file and the models drift. Pydantic's JSON Schema is turned into a Kubernetes
+structural schema: references inlined, optional fields unwrapped, free-form maps marked
+`x-kubernetes-preserve-unknown-fields`, numeric exclusive bounds turned into OpenAPI 3.0 booleans, and
+the variants list made a map keyed by name so the API server rejects duplicate names itself.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import yaml
+
+from headway.api.labels import GROUP
+from headway.api.modelpool import KIND, MAX_NAME_LENGTH, PLURAL, SHORT_NAMES, VERSION, ModelPoolSpec
+
+_KEEP = {
+    "type",
+    "description",
+    "default",
+    "enum",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "format",
+    "x-kubernetes-validations",
+    "nullable",
+}
+
+
+class SchemaError(ValueError):
+    """A pydantic construct that has no structural-schema equivalent."""
+
+
+def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in schema:
+        target = defs[schema["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        return structural(merged, defs)
+    if "anyOf" in schema:
+        options = [s for s in schema["anyOf"] if s.get("type") != "null"]
+        if len(options) != 1:
+            raise SchemaError(f"unions are not structural: {schema['anyOf']}")
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        if rest.get("default", 0) is None:
+            rest.pop("default")
+        return structural({**options[0], **rest}, defs)
+    out = {k: v for k, v in schema.items() if k in _KEEP}
+    if "const" in schema:
+        out["enum"] = [schema["const"]]
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if bound in schema:
+            out[plain] = schema[bound]
+            out[bound] = True
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        if props:
+            out["properties"] = {name: structural(p, defs) for name, p in props.items()}
+            required = [r for r in schema.get("required", []) if "default" not in props[r]]
+            if required:
+                out["required"] = required
+            for name, prop in out["properties"].items():
+                # An omitted sub-object defaults to {} so the API server fills in its fields' defaults
+                # (and CEL rules can rely on them being there).
+                if name not in required and prop.get("type") == "object" and "properties" in prop:
+                    prop.setdefault("default", {})
+        elif isinstance(extra, dict) and extra:
+            out["additionalProperties"] = structural(extra, defs)
+        else:
+            out["x-kubernetes-preserve-unknown-fields"] = True
+    elif kind == "array":
+        out["items"] = structural(schema.get("items", {}), defs)
+    elif kind is None and not out.get("enum"):
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    return out
+
+
+def spec_schema() -> dict[str, Any]:
+    raw = ModelPoolSpec.model_json_schema(by_alias=True, mode="validation")
+    schema = structural(raw, raw.get("$defs", {}))
+    variants = schema["properties"]["variants"]
+    variants["x-kubernetes-list-type"] = "map"
+    variants["x-kubernetes-list-map-keys"] = ["name"]
+    return schema
+
+
+def status_schema() -> dict[str, Any]:
+    condition = {
+        "type": "object",
+        "required": ["type", "status"],
+        "properties": {
+            "type": {"type": "string"},
+            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+            "reason": {"type": "string"},
+            "message": {"type": "string"},
+            "lastTransitionTime": {"type": "string", "format": "date-time"},
+            "observedGeneration": {"type": "integer"},
+        },
+    }
+    return {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "properties": {
+            "observedGeneration": {"type": "integer"},
+            "replicas": {"type": "string", "description": "ready/desired replicas over all variants"},
+            "readyReplicas": {"type": "integer"},
+            "desiredReplicas": {"type": "integer"},
+            "sloStatus": {"type": "string", "description": "Met, Breached or Unknown (set by the autoscaler)"},
+            "conditions": {
+                "type": "array",
+                "items": condition,
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            },
+            "variants": {"type": "array", "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            "autoscaling": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        },
+    }
+
+
+def build_crd() -> dict[str, Any]:
+    root_rules = [
+        {
+            "rule": f"self.spec.variants.all(v, size(self.metadata.name) + size(v.name) <= {MAX_NAME_LENGTH})",
+            "message": f"metadata.name plus a variant name must be at most {MAX_NAME_LENGTH} characters",
+        }
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": KIND.lower(),
+                "shortNames": list(SHORT_NAMES),
+                "categories": ["headway"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
+                        {
+                            "name": "Replicas",
+                            "type": "string",
+                            "jsonPath": ".status.replicas",
+                            "description": "ready/desired",
+                        },
+                        {
+                            "name": "Ready",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+                        },
+                        {"name": "SLO", "type": "string", "jsonPath": ".status.sloStatus"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A model served by a pool of vLLM engines on one or more GPU variants.",
+                            "required": ["spec"],
+                            "x-kubernetes-validations": root_rules,
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": status_schema(),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    return "# Generated from headway.api.modelpool by `python -m headway.api.crd`; do not edit.\n" + yaml.safe_dump(
+        build_crd(), sort_keys=False, width=120
+    )
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

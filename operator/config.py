@@ -1,0 +1,19 @@
+"""Operator settings: one default each, overridable by flags or HEADWAY_OPERATOR_* environment variables."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class OperatorConfig(BaseModel, frozen=True, extra="forbid"):
+    kv_events_endpoint: str = Field(
+        "tcp://headway-kvcache.headway-system.svc.cluster.local:5557",
+        description="ZMQ endpoint of the KV-cache indexer that engines connect to (the indexer binds).",
+    )
+    engine_port: int = Field(8000, ge=1, le=65535, description="Port of the engines' OpenAI API and /metrics.")
+    resync_interval_s: float = Field(60.0, gt=0, description="Full reconcile of every pool this often.")
+    status_debounce_s: float = Field(0.5, ge=0, description="Coalesce status refreshes of one pool.")
+    field_manager: str = Field("headway-operator", description="Server-side apply field manager.")
+    metrics_host: str = Field("127.0.0.1", description="Address of the operator's /metrics endpoint.")
+    metrics_port: int = Field(9464, ge=0, le=65535, description="Port of /metrics (0: disabled).")
+    namespaces: tuple[str, ...] = Field((), description="Watch only these namespaces (empty: cluster-wide).")

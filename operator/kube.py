@@ -1,0 +1,88 @@
+"""The operator's Kubernetes I/O: server-side apply of children, reads of what exists, status writes.
+
+Synchronous (the official client); handlers call it through `asyncio.to_thread`. Foreign exceptions
+stay here as ApiException for the handler boundary to translate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from headway.api import MANAGED_BY_LABEL, MANAGED_BY_VALUE, POOL_LABEL, VARIANT_LABEL
+from headway.api.labels import GROUP
+from headway.api.modelpool import PLURAL, VERSION
+
+_APPLY = "application/apply-patch+yaml"
+
+
+def load_api_client() -> k8s.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    try:
+        k8s_config.load_incluster_config()
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()
+    return k8s.ApiClient()
+
+
+class Kube:
+    def __init__(self, api: k8s.ApiClient, field_manager: str) -> None:
+        self.api = api
+        self.apps = k8s.AppsV1Api(api)
+        self.core = k8s.CoreV1Api(api)
+        self.policy = k8s.PolicyV1Api(api)
+        self.custom = k8s.CustomObjectsApi(api)
+        self.field_manager = field_manager
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        return self.api.sanitize_for_serialization(obj)
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply as the operator's field manager, taking fields back from anyone who changed them."""
+        meta, kw = obj["metadata"], {"field_manager": self.field_manager, "force": True, "_content_type": _APPLY}
+        kind = obj["kind"]
+        if kind == "Deployment":
+            out = self.apps.patch_namespaced_deployment(meta["name"], meta["namespace"], obj, **kw)
+        elif kind == "Service":
+            out = self.core.patch_namespaced_service(meta["name"], meta["namespace"], obj, **kw)
+        elif kind == "PodDisruptionBudget":
+            out = self.policy.patch_namespaced_pod_disruption_budget(meta["name"], meta["namespace"], obj, **kw)
+        else:
+            raise ValueError(f"the operator does not manage {kind}")
+        return self._plain(out)
+
+    def get_pool(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except k8s.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def deployments(self, namespace: str, pool: str) -> list[dict[str, Any]]:
+        sel = f"{POOL_LABEL}={pool},{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+        return [self._plain(d) for d in self.apps.list_namespaced_deployment(namespace, label_selector=sel).items]
+
+    def pods(self, namespace: str, pool: str) -> list[dict[str, Any]]:
+        sel = f"{POOL_LABEL}={pool},{VARIANT_LABEL}"
+        return [self._plain(p) for p in self.core.list_namespaced_pod(namespace, label_selector=sel).items]
+
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        try:
+            self.apps.delete_namespaced_deployment(name, namespace, propagation_policy="Background")
+        except k8s.ApiException as e:
+            if e.status != 404:
+                raise
+
+    def patch_pool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
+            _content_type="application/merge-patch+json",
+        )

@@ -1,0 +1,189 @@
+"""One pool's reconcile: apply the built children, remove those no longer wanted, write status.
+
+Level-triggered and idempotent: it reads what exists each time, names are derived, and server-side
+apply of an unchanged manifest changes nothing (no resourceVersion moves), so running it twice, or
+after a crash half-way, converges on the same objects.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from headway.api.labels import CONDITION_DEGRADED, CONDITION_READY, REASON_INVALID_SPEC, VARIANT_LABEL
+from headway.api.modelpool import API_VERSION, KIND, ModelPool
+from headway.operator import metrics
+from headway.operator.builders import build_children, desired_replicas
+from headway.operator.config import OperatorConfig
+from headway.operator.kube import Kube
+from headway.operator.status import build_status, observe_variant, set_condition
+
+log = logging.getLogger(__name__)
+COMPONENT = "headway-operator"
+
+
+class InvalidSpec(ValueError):
+    """The pool's spec fails validation (admission should have refused it)."""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _invalid_message(err: ValidationError) -> str:
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in ("spec", *first["loc"]))
+    return f"{path}: {first['msg']}"
+
+
+@dataclass
+class Outcome:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+class PoolReconciler:
+    def __init__(self, kube: Kube, cfg: OperatorConfig) -> None:
+        self.kube = kube
+        self.cfg = cfg
+        self._applied_generation: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    # ----- events
+    def post_event(self, body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
+        meta = body["metadata"]
+        event = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": _now(),
+            "lastTimestamp": _now(),
+            "count": 1,
+        }
+        try:
+            self.kube.core.create_namespaced_event(meta["namespace"], event)
+        except Exception as e:  # an event is best effort; the reconcile itself must not fail on it
+            log.warning("could not post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], e)
+
+    # ----- reconcile
+    def parse(self, body: Mapping[str, Any]) -> ModelPool:
+        try:
+            return ModelPool.from_body(body)
+        except ValidationError as e:
+            raise InvalidSpec(_invalid_message(e)) from None
+
+    def reconcile(self, body: Mapping[str, Any]) -> Outcome:
+        pool = self.parse(body)
+        out = Outcome()
+        existing = {d["metadata"]["name"]: d for d in self.kube.deployments(pool.namespace, pool.name)}
+        wanted = set()
+        for obj in build_children(pool, self.cfg):
+            name = obj["metadata"]["name"]
+            result = self.kube.apply(obj)
+            if obj["kind"] != "Deployment":
+                continue
+            wanted.add(name)
+            with self._lock:
+                self._applied_generation[(pool.namespace, name)] = result["metadata"].get("generation", 0)
+            before = existing.get(name)
+            if before is None:
+                out.created.append(name)
+            elif result["metadata"].get("generation") != before["metadata"].get("generation"):
+                out.updated.append(name)
+        for name, dep in existing.items():
+            if name not in wanted:
+                self.kube.delete_deployment(pool.namespace, name)
+                out.deleted.append(f"{name} (variant {dep['metadata']['labels'].get(VARIANT_LABEL)} removed)")
+        for verb, names in (("Created", out.created), ("Updated", out.updated), ("Deleted", out.deleted)):
+            for n in names:
+                self.post_event(body, verb, f"{verb} Deployment {n}")
+        self.refresh_status(pool.namespace, pool.name)
+        return out
+
+    def is_foreign_change(self, deployment: Mapping[str, Any]) -> bool:
+        """True when a Deployment's spec moved past what the operator last applied (edited by hand)."""
+        meta = deployment["metadata"]
+        with self._lock:
+            applied = self._applied_generation.get((meta["namespace"], meta["name"]))
+        return applied is not None and meta.get("generation", 0) > applied
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._applied_generation.pop((namespace, name), None)
+
+    # ----- status
+    def record_invalid(self, body: Mapping[str, Any], message: str) -> None:
+        conditions = list((body.get("status") or {}).get("conditions") or [])
+        gen = body["metadata"].get("generation", 0)
+        for c in (
+            {"type": CONDITION_DEGRADED, "status": "True", "reason": REASON_INVALID_SPEC, "message": message},
+            {"type": CONDITION_READY, "status": "False", "reason": REASON_INVALID_SPEC, "message": message},
+        ):
+            conditions = set_condition(conditions, c, _now(), gen)
+        meta = body["metadata"]
+        self.kube.patch_pool_status(
+            meta["namespace"], meta["name"], {"observedGeneration": gen, "conditions": conditions}
+        )
+        self.post_event(body, REASON_INVALID_SPEC, message, warning=True)
+
+    def refresh_status(self, namespace: str, name: str) -> dict[str, Any] | None:
+        body = self.kube.get_pool(namespace, name)
+        if body is None:
+            return None
+        try:
+            pool = self.parse(body)
+        except InvalidSpec:
+            return None
+        deployments = {d["metadata"]["labels"].get(VARIANT_LABEL): d for d in self.kube.deployments(namespace, name)}
+        pods: dict[str | None, list[dict[str, Any]]] = {}
+        for p in self.kube.pods(namespace, name):
+            pods.setdefault(p["metadata"]["labels"].get(VARIANT_LABEL), []).append(p)
+        observed = [
+            observe_variant(
+                v.name, v.gpu_product, desired_replicas(pool, v), deployments.get(v.name), pods.get(v.name, [])
+            )
+            for v in pool.spec.variants
+        ]
+        status = build_status(pool, observed, _now())
+        for v in observed:
+            labels = (namespace, name, v.name, v.gpu_product)
+            metrics.DESIRED.labels(*labels).set(v.desired)
+            metrics.READY.labels(*labels).set(v.ready)
+        old = pool.status
+        if any(old.get(k) != v for k, v in status.items()):
+            self.kube.patch_pool_status(namespace, name, status)
+            metrics.STATUS_UPDATES.inc()
+            self._announce_flips(body, old.get("conditions") or [], status["conditions"])
+        return status
+
+    def _announce_flips(self, body: Mapping[str, Any], old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+        before = {c["type"]: (c.get("status"), c.get("reason")) for c in old}
+        for c in new:
+            if before.get(c["type"]) == (c["status"], c.get("reason")):
+                continue
+            bad = (c["type"] == CONDITION_DEGRADED and c["status"] == "True") or (
+                c["type"] == CONDITION_READY and c["status"] == "False" and before.get(c["type"], ("",))[0] == "True"
+            )
+            if c["type"] == CONDITION_DEGRADED and c["status"] == "False" and c["type"] not in before:
+                continue  # "not degraded" on a new pool is not news
+            self.post_event(
+                body, c.get("reason") or c["type"], f"{c['type']}={c['status']}: {c.get('message', '')}", warning=bad
+            )

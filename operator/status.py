@@ -1,0 +1,148 @@
+"""What the pool's status says, computed from what the cluster shows. Pure: the handlers gather the
+observations (Deployments, pods) and pass `now`, so every condition is unit-tested without a cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from headway.api.labels import (
+    CONDITION_DEGRADED,
+    CONDITION_PROGRESSING,
+    CONDITION_READY,
+    REASON_ALL_READY,
+    REASON_AS_EXPECTED,
+    REASON_REPLICAS_STARTING,
+    REASON_SCALED_TO_ZERO,
+    REASON_STABLE,
+    REASON_UNSCHEDULABLE,
+)
+from headway.api.modelpool import ModelPool
+
+
+@dataclass(frozen=True)
+class VariantObservation:
+    name: str
+    gpu_product: str
+    desired: int
+    replicas: int
+    ready: int
+    updated: int
+    pending: int
+    unschedulable: int
+    unschedulable_message: str
+
+    def as_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "gpuProduct": self.gpu_product,
+            "desiredReplicas": self.desired,
+            "replicas": self.replicas,
+            "readyReplicas": self.ready,
+            "pendingReplicas": self.pending,
+        }
+        if self.unschedulable:
+            out["unschedulableReplicas"] = self.unschedulable
+            out["message"] = self.unschedulable_message
+        return out
+
+
+def observe_variant(
+    name: str, gpu_product: str, desired: int, deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
+) -> VariantObservation:
+    dstatus = (deployment or {}).get("status") or {}
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    pending = [p for p in live if (p.get("status") or {}).get("phase") == "Pending"]
+    unschedulable = []
+    for p in pending:
+        for c in (p.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+                unschedulable.append(c.get("message") or "")
+    return VariantObservation(
+        name=name,
+        gpu_product=gpu_product,
+        desired=desired,
+        replicas=len(live),
+        ready=int(dstatus.get("readyReplicas") or 0),
+        updated=int(dstatus.get("updatedReplicas") or 0),
+        pending=len(pending),
+        unschedulable=len(unschedulable),
+        unschedulable_message=unschedulable[0] if unschedulable else "",
+    )
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]], new: Mapping[str, Any], now: str, generation: int
+) -> list[dict[str, Any]]:
+    """Replace the condition of `new["type"]`; lastTransitionTime moves only when the status flips."""
+    out, found = [], False
+    for c in conditions:
+        if c.get("type") != new["type"]:
+            out.append(dict(c))
+            continue
+        found = True
+        flipped = c.get("status") != new["status"]
+        out.append(
+            {
+                **new,
+                "observedGeneration": generation,
+                "lastTransitionTime": now if flipped else c.get("lastTransitionTime", now),
+            }
+        )
+    if not found:
+        out.append({**new, "observedGeneration": generation, "lastTransitionTime": now})
+    return out
+
+
+def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, str]:
+    return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
+
+
+def build_status(pool: ModelPool, observed: Sequence[VariantObservation], now: str) -> dict[str, Any]:
+    desired = sum(v.desired for v in observed)
+    ready = sum(min(v.ready, v.desired) for v in observed)
+    stuck = [v for v in observed if v.unschedulable]
+    starting = [v for v in observed if v.ready < v.desired or v.updated < v.desired]
+    if desired == 0:
+        ready_c = _condition(
+            CONDITION_READY,
+            False,
+            REASON_SCALED_TO_ZERO,
+            "no replicas are desired; requests wait at the gateway until the pool scales up",
+        )
+    elif not starting:
+        ready_c = _condition(CONDITION_READY, True, REASON_ALL_READY, f"{ready}/{desired} replicas ready")
+    else:
+        missing = ", ".join(f"{v.name} {v.ready}/{v.desired}" for v in starting)
+        ready_c = _condition(CONDITION_READY, False, REASON_REPLICAS_STARTING, f"waiting for replicas: {missing}")
+    if stuck:
+        detail = "; ".join(
+            f"variant {v.name} ({v.gpu_product}): {v.unschedulable} pod(s) unschedulable: {v.unschedulable_message}"
+            for v in stuck
+        )
+        degraded_c = _condition(
+            CONDITION_DEGRADED,
+            True,
+            REASON_UNSCHEDULABLE,
+            f"{detail}; add nodes with nvidia.com/gpu.product={stuck[0].gpu_product} or lower that variant's replicas",
+        )
+        progressing_c = _condition(CONDITION_PROGRESSING, False, REASON_UNSCHEDULABLE, detail)
+    else:
+        degraded_c = _condition(CONDITION_DEGRADED, False, REASON_AS_EXPECTED, "all pods are scheduled")
+        progressing_c = (
+            _condition(CONDITION_PROGRESSING, True, REASON_REPLICAS_STARTING, ready_c["message"])
+            if starting and desired
+            else _condition(CONDITION_PROGRESSING, False, REASON_STABLE, "no rollout in progress")
+        )
+    conditions = list(pool.status.get("conditions") or [])
+    for c in (ready_c, progressing_c, degraded_c):
+        conditions = set_condition(conditions, c, now, pool.generation)
+    return {
+        "observedGeneration": pool.generation,
+        "replicas": f"{ready}/{desired}",
+        "readyReplicas": ready,
+        "desiredReplicas": desired,
+        "conditions": conditions,
+        "variants": [v.as_status() for v in observed],
+    }

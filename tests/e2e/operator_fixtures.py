@@ -1,0 +1,147 @@
+"""Run the operator as its least-privilege ServiceAccount (token from the real API server), as in a cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client as k8s
+from kubernetes import utils as k8s_utils
+
+from headway.devenv import procs
+from headway.devenv.cluster import LocalCluster
+from headway.devenv.kubeconfig import read_server_and_ca, write_kubeconfig
+from headway.devenv.paths import REPO_ROOT
+
+CRD = REPO_ROOT / "deploy" / "crds" / "inference.headway.dev_modelpools.yaml"
+RBAC = REPO_ROOT / "deploy" / "rbac" / "operator.yaml"
+
+
+def apply_yaml(api: k8s.ApiClient, path: Path) -> None:
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc:
+            try:
+                k8s_utils.create_from_dict(api, doc)
+            except k8s_utils.FailToCreateError as e:
+                if not all(getattr(x, "status", None) == 409 for x in e.api_exceptions):
+                    raise
+
+
+def install_crd_and_rbac(cluster: LocalCluster) -> None:
+    api = cluster.api_client()
+    core = k8s.CoreV1Api(api)
+    try:
+        core.create_namespace({"metadata": {"name": "headway-system"}})
+    except k8s.ApiException as e:
+        if e.status != 409:
+            raise
+    apply_yaml(api, CRD)
+    apply_yaml(api, RBAC)
+    ext = k8s.ApiextensionsV1Api(api)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        crd = ext.read_custom_resource_definition("modelpools.inference.headway.dev")
+        if any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or []):
+            return
+        time.sleep(0.2)
+    raise AssertionError("ModelPool CRD not Established")
+
+
+def service_account_kubeconfig(cluster: LocalCluster, path: Path) -> Path:
+    core = k8s.CoreV1Api(cluster.api_client())
+    req = k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=86400))
+    token = core.create_namespaced_service_account_token("headway-operator", "headway-system", req).status.token
+    server, ca = read_server_and_ca(cluster.kubeconfig)
+    return write_kubeconfig(
+        path, server=server, ca=ca, user="system:serviceaccount:headway-system:headway-operator", token=token
+    )
+
+
+@dataclass
+class OperatorProcess:
+    kubeconfig: Path
+    log: Path
+    metrics_port: int
+    liveness_port: int
+    extra_args: tuple[str, ...] = ()
+    pid: int = 0
+
+    def start(self) -> OperatorProcess:
+        argv = [
+            sys.executable,
+            "-m",
+            "headway",
+            "operator",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--liveness",
+            f"http://127.0.0.1:{self.liveness_port}/healthz",
+            "--resync-interval-s",
+            "30",
+            *self.extra_args,
+        ]
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        self.pid = procs.spawn(argv, self.log, env=env, cwd=self.log.parent).pid
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not procs.alive(self.pid):
+                raise AssertionError(f"operator exited: {self.log.read_text()[-3000:]}")
+            if self.healthy():
+                return self
+            time.sleep(0.2)
+        raise AssertionError(f"operator not healthy: {self.log.read_text()[-3000:]}")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def kill(self) -> None:
+        procs.stop(self.pid, grace_s=0.01)
+
+    def stop(self) -> None:
+        procs.stop(self.pid, grace_s=10)
+
+
+def pool_manifest(
+    name: str,
+    variants: list[dict[str, Any]],
+    *,
+    source: str,
+    engine_args: list[str] | None = None,
+    autoscaling: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {"name": "tiny", "source": source, "maxModelLen": 2048, "engineArgs": engine_args or []},
+        "variants": variants,
+    }
+    if autoscaling:
+        spec["autoscaling"] = autoscaling
+    return {
+        "apiVersion": "inference.headway.dev/v1alpha1",
+        "kind": "ModelPool",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def run_kubectl(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    from headway.devenv.binaries import ensure_binaries
+
+    kubectl = ensure_binaries(build=False).path("kubectl")
+    return subprocess.run(
+        [kubectl, "--kubeconfig", str(cluster.kubeconfig), *args], capture_output=True, text=True, check=False
+    )

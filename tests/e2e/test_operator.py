@@ -1,0 +1,292 @@
+"""The operator end to end on the real local cluster, running as its least-privilege ServiceAccount."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from headway.api import GPU_PRODUCT_LABEL, GPU_RESOURCE, POOL_LABEL, VARIANT_LABEL
+from headway.devenv.cluster import LocalCluster
+from headway.devenv.tinymodel import tiny_model_dir
+from tests.conftest import eventually
+from tests.e2e.operator_fixtures import OperatorProcess, pool_manifest
+
+GROUP, VERSION, PLURAL = "inference.headway.dev", "v1alpha1", "modelpools"
+H100, L4 = "NVIDIA-H100-80GB-HBM3", "NVIDIA-L4"
+
+
+def custom(cluster: LocalCluster) -> k8s.CustomObjectsApi:
+    return k8s.CustomObjectsApi(cluster.api_client())
+
+
+def get_pool(cluster: LocalCluster, ns: str, name: str) -> dict[str, Any]:
+    return custom(cluster).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+
+def condition(pool: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    return next((c for c in (pool.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
+
+
+def ready(cluster: LocalCluster, ns: str, name: str) -> dict[str, Any] | None:
+    pool = get_pool(cluster, ns, name)
+    c = condition(pool, "Ready")
+    return (
+        pool
+        if c and c["status"] == "True" and pool["status"].get("observedGeneration") == pool["metadata"]["generation"]
+        else None
+    )
+
+
+def create_pool(cluster: LocalCluster, ns: str, manifest: dict[str, Any]) -> None:
+    custom(cluster).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, manifest)
+
+
+def two_variant_pool(name: str = "tiny") -> dict[str, Any]:
+    return pool_manifest(
+        name,
+        [
+            {"name": "h100", "gpuProduct": H100, "replicas": 1, "maxReplicas": 2, "costPerGpuHourUsd": 4.0},
+            {
+                "name": "l4",
+                "gpuProduct": L4,
+                "replicas": 1,
+                "maxReplicas": 2,
+                "gpusPerReplica": 2,
+                "costPerGpuHourUsd": 0.8,
+            },
+        ],
+        source=str(tiny_model_dir()),
+    )
+
+
+def test_two_variant_pool_runs_on_matching_gpu_nodes_and_serves(
+    crd: LocalCluster,
+    operator: OperatorProcess,
+    runner: Path,
+    core: k8s.CoreV1Api,
+    apps: k8s.AppsV1Api,
+    namespace: str,
+) -> None:
+    create_pool(crd, namespace, two_variant_pool())
+    pool = eventually(lambda: ready(crd, namespace, "tiny"), timeout_s=90, what="pool Ready")
+    assert pool["status"]["replicas"] == "2/2"
+    assert {v["name"]: v["readyReplicas"] for v in pool["status"]["variants"]} == {"h100": 1, "l4": 1}
+
+    deps = {d.metadata.name: d for d in apps.list_namespaced_deployment(namespace).items}
+    assert set(deps) == {"tiny-h100", "tiny-l4"}
+    l4 = deps["tiny-l4"].spec.template.spec
+    assert l4.containers[0].resources.limits[GPU_RESOURCE] == "2"
+    assert l4.node_selector[GPU_PRODUCT_LABEL] == L4
+    assert all(o.kind == "ModelPool" and o.controller for d in deps.values() for o in d.metadata.owner_references)
+    args = " ".join(deps["tiny-h100"].spec.template.spec.containers[0].args)
+    assert "--enable-prefix-caching" in args and '"topic":"kv@$(POD_IP):8000@tiny"' in args
+
+    pods = core.list_namespaced_pod(namespace, label_selector=POOL_LABEL + "=tiny").items
+    for p in pods:
+        node = core.read_node(p.spec.node_name)
+        want = H100 if p.metadata.labels[VARIANT_LABEL] == "h100" else L4
+        assert node.metadata.labels[GPU_PRODUCT_LABEL] == want
+    svc = core.read_namespaced_service("tiny", namespace)
+    assert svc.spec.selector == {POOL_LABEL: "tiny"}
+    # The Service selects exactly the pool's ready pods. (Its EndpointSlice stays empty here: the API server
+    # refuses loopback addresses in EndpointSlices, so consumers resolve backends from the selected pods.)
+    backends = core.list_namespaced_pod(
+        namespace, label_selector=",".join(f"{k}={v}" for k, v in svc.spec.selector.items())
+    )
+    ips = sorted(p.status.pod_ip for p in backends.items)
+    assert ips == sorted(p.status.pod_ip for p in pods) and len(ips) == 2
+    body = json.dumps({"model": "tiny", "prompt": "hello", "max_tokens": 2}).encode()
+    req = urllib.request.Request(f"http://{ips[0]}:8000/v1/completions", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert json.loads(r.read())["model"] == "tiny"
+    assert (
+        k8s.PolicyV1Api(core.api_client).read_namespaced_pod_disruption_budget("tiny", namespace).spec.max_unavailable
+        == 1
+    )
+
+
+def test_changed_engine_args_roll_and_deleted_child_is_recreated_and_pool_deletion_cleans_up(
+    crd: LocalCluster,
+    operator: OperatorProcess,
+    runner: Path,
+    core: k8s.CoreV1Api,
+    apps: k8s.AppsV1Api,
+    namespace: str,
+) -> None:
+    create_pool(
+        crd,
+        namespace,
+        pool_manifest("roll", [{"name": "h100", "gpuProduct": H100, "replicas": 1}], source=str(tiny_model_dir())),
+    )
+    eventually(lambda: ready(crd, namespace, "roll"), timeout_s=60, what="pool Ready")
+    before = apps.read_namespaced_deployment("roll-h100", namespace)
+    old_pods = {p.metadata.name for p in core.list_namespaced_pod(namespace).items}
+
+    custom(crd).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "roll", {"spec": {"model": {"engineArgs": ["--max-num-seqs", "64"]}}}
+    )
+
+    def rolled() -> bool:
+        d = apps.read_namespaced_deployment("roll-h100", namespace)
+        pods = {p.metadata.name for p in core.list_namespaced_pod(namespace).items if not p.metadata.deletion_timestamp}
+        return (
+            d.metadata.generation > before.metadata.generation
+            and "--max-num-seqs" in d.spec.template.spec.containers[0].args
+            and d.status.updated_replicas == 1
+            and d.status.ready_replicas == 1
+            and not (pods & old_pods)
+        )
+
+    eventually(rolled, timeout_s=90, what="rolling update to the new engine args")
+    eventually(lambda: ready(crd, namespace, "roll"), timeout_s=60, what="pool Ready after the roll")
+
+    uid = apps.read_namespaced_deployment("roll-h100", namespace).metadata.uid
+    apps.delete_namespaced_deployment("roll-h100", namespace)
+
+    def recreated() -> bool:
+        try:
+            return apps.read_namespaced_deployment("roll-h100", namespace).metadata.uid != uid
+        except k8s.ApiException:
+            return False
+
+    eventually(recreated, timeout_s=30, what="deleted Deployment recreated")
+
+    apps.patch_namespaced_deployment("roll-h100", namespace, {"spec": {"replicas": 3}})
+    eventually(
+        lambda: apps.read_namespaced_deployment("roll-h100", namespace).spec.replicas == 1,
+        timeout_s=30,
+        what="hand-edited replicas repaired",
+    )
+
+    custom(crd).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "roll")
+
+    def gone() -> bool:
+        return not (
+            apps.list_namespaced_deployment(namespace).items
+            or core.list_namespaced_service(namespace).items
+            or k8s.PolicyV1Api(core.api_client).list_namespaced_pod_disruption_budget(namespace).items
+            or core.list_namespaced_pod(namespace).items
+        )
+
+    eventually(gone, timeout_s=60, what="every child removed with the pool")
+
+
+def test_more_gpus_than_exist_is_reported_as_unschedulable_naming_the_variant(
+    crd: LocalCluster, operator: OperatorProcess, namespace: str
+) -> None:
+    # 4 H100 nodes of 8 GPUs: a 5th 8-GPU replica cannot be placed.
+    create_pool(
+        crd,
+        namespace,
+        pool_manifest(
+            "big",
+            [{"name": "huge", "gpuProduct": H100, "gpusPerReplica": 8, "replicas": 5, "maxReplicas": 5}],
+            source=str(tiny_model_dir()),
+        ),
+    )
+
+    def degraded() -> dict[str, Any] | None:
+        c = condition(get_pool(crd, namespace, "big"), "Degraded")
+        return c if c and c["status"] == "True" else None
+
+    c = eventually(degraded, timeout_s=60, what="Degraded=True")
+    assert c["reason"] == "Unschedulable"
+    assert "variant huge" in c["message"] and "Insufficient nvidia.com/gpu" in c["message"]
+    pool = get_pool(crd, namespace, "big")
+    assert condition(pool, "Ready")["status"] == "False"
+    assert condition(pool, "Progressing")["reason"] == "Unschedulable"
+    huge = pool["status"]["variants"][0]
+    assert huge["unschedulableReplicas"] >= 1 and huge["pendingReplicas"] >= 1
+    events = (
+        k8s.CoreV1Api(crd.api_client())
+        .list_namespaced_event(namespace, field_selector="involvedObject.name=big,involvedObject.kind=ModelPool")
+        .items
+    )
+    assert any(e.reason == "Unschedulable" and e.type == "Warning" for e in events)
+
+
+def test_operator_exposes_metrics_and_health(operator: OperatorProcess) -> None:
+    assert operator.healthy()
+    text = operator.metrics_text()
+    assert "headway_operator_reconciles_total" in text
+    assert "headway_operator_reconcile_duration_seconds_bucket" in text
+    assert "vllm:" not in text
+
+
+V = {"name": "a", "gpuProduct": "X"}
+INVALID: list[tuple[str, dict[str, Any], str, str]] = [
+    # (case, spec override, field path the API server names, what it says about it)
+    (
+        "min-greater-than-max",
+        {"variants": [{**V, "minReplicas": 3, "maxReplicas": 2}]},
+        "spec.variants[0].minReplicas",
+        "minReplicas must be less than or equal to maxReplicas",
+    ),
+    (
+        "replicas-outside-bounds",
+        {"variants": [{**V, "replicas": 9, "maxReplicas": 2}]},
+        "spec.variants[0].replicas",
+        "replicas must be within [minReplicas, maxReplicas]",
+    ),
+    ("unknown-strategy", {"routing": {"strategy": "fastest"}}, "spec.routing.strategy", 'Unsupported value: "fastest"'),
+    (
+        "negative-cost",
+        {"variants": [{**V, "costPerGpuHourUsd": -1}]},
+        "spec.variants[0].costPerGpuHourUsd",
+        "should be greater than or equal to 0",
+    ),
+    ("empty-variants", {"variants": []}, "spec.variants", "should have at least 1 items"),
+    ("duplicate-variants", {"variants": [V, {**V, "gpuProduct": "Y"}]}, "spec.variants[1]", "Duplicate value"),
+    (
+        "zero-gpus",
+        {"variants": [{**V, "gpusPerReplica": 0}]},
+        "spec.variants[0].gpusPerReplica",
+        "should be greater than or equal to 1",
+    ),
+    (
+        "too-many-gpus",
+        {"variants": [{**V, "gpusPerReplica": 16}]},
+        "spec.variants[0].gpusPerReplica",
+        "should be less than or equal to 8",
+    ),
+    ("missing-gpu-product", {"variants": [{"name": "a"}]}, "spec.variants[0].gpuProduct", "Required value"),
+    ("bad-variant-name", {"variants": [{**V, "name": "Bad_Name"}]}, "spec.variants[0].name", "should match"),
+    ("attainment-over-one", {"slo": {"attainment": 1.5}}, "spec.slo.attainment", "should be less than or equal to 1"),
+    ("zero-ttft", {"slo": {"ttftSeconds": 0}}, "spec.slo.ttftSeconds", "should be greater than 0"),
+    ("missing-model-source", {"model": {"name": "m"}}, "spec.model.source", "Required value"),
+    (
+        "negative-weight",
+        {"routing": {"weights": {"prefix": -1}}},
+        "spec.routing.weights.prefix",
+        "should be greater than or equal to 0",
+    ),
+    (
+        "no-replicas-without-autoscaling",
+        {"variants": [{**V, "replicas": 0}]},
+        "spec.variants",
+        "with autoscaling off, at least one variant needs replicas > 0",
+    ),
+    ("unknown-field", {"replicaz": 3}, "spec.replicaz", "unknown field"),
+]
+
+
+@pytest.mark.parametrize(("case", "override", "path", "says"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_specs_are_rejected_at_admission_naming_the_field(
+    crd: LocalCluster, namespace: str, case: str, override: dict[str, Any], path: str, says: str
+) -> None:
+    manifest = pool_manifest("bad", [{"name": "a", "gpuProduct": "X", "replicas": 1}], source="org/model")
+    manifest["spec"].update(override)
+    if "model" in override:
+        manifest["spec"]["model"] = override["model"]
+    with pytest.raises(k8s.ApiException) as err:
+        custom(crd).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, manifest, field_validation="Strict"
+        )
+    assert err.value.status in (400, 422), err.value.body  # 400: strict decoding; 422: schema or CEL
+    message = json.loads(err.value.body)["message"]
+    assert (f"{path}:" in message or f'"{path}"' in message) and says in message, message
