@@ -311,6 +311,9 @@ class LocalCluster:
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION_SELECTOR}",
             f"--server-address=127.0.0.1:{p['kwok']}",
+            # Node liveness through Leases, as kubelets do; without them the node lifecycle controller
+            # declares the nodes NotReady after its grace period and marks every pod on them unready.
+            "--node-lease-duration-seconds=40",
             "--node-ip=127.0.0.1",
             f"--cidr=127.{self.fleet.pod_cidr_octet}.255.0/24",
         ]

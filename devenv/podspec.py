@@ -29,7 +29,21 @@ _FIELD_PATHS = {
     "spec.serviceAccountName": lambda p: p["spec"].get("serviceAccountName", "default"),
 }
 _VLLM_MODULE = "vllm.entrypoints.openai.api_server"
-ENGINE_RUNTIMES = ("sim", "vllm")
+ENGINE_RUNTIMES = ("sim", "vllm", "stub")
+_STUB_SERVER = """
+import http.server, sys
+a = sys.argv[1:]
+def opt(name, default):
+    return a[a.index(name) + 1] if name in a else default
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path in ("/health", "/ping") else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *_):
+        pass
+http.server.HTTPServer((opt("--host", "127.0.0.1"), int(opt("--port", "8000"))), Health).serve_forever()
+"""
 
 
 class PodSpecError(ValueError):
@@ -174,6 +188,8 @@ class EngineRuntimes:
             "OMP_NUM_THREADS": "1",
         }
     )
+    stub: Sequence[str] = (sys.executable, "-S", "-c", _STUB_SERVER)
+    """Answers /health only: for control-plane scale tests, where what an engine does is beside the point."""
     headway: Sequence[str] = (sys.executable, "-m", "headway")
     python: str = sys.executable
     """Control-plane images run headway's Python; locally that is the runner's own interpreter."""
@@ -213,7 +229,7 @@ def local_command(
             raise PodSpecError(f"engine runtime {runtime!r} is not one of {', '.join(ENGINE_RUNTIMES)}")
         if not _has_flag(engine, "--host"):
             engine = [*engine, "--host", pod_ip]
-        base = runtimes.sim if runtime == "sim" else runtimes.vllm
+        base = {"sim": runtimes.sim, "vllm": runtimes.vllm, "stub": runtimes.stub}[runtime]
         extra_env = dict(runtimes.vllm_env) if runtime == "vllm" else {}
         return LocalCommand(bind_to_pod_ip([*base, *engine], pod_ip), {**extra_env, **env}, True)
     if argv[0] == "headway":

@@ -161,6 +161,7 @@ class Managed:
     next_start: float = 0.0
     next_probe: float = 0.0
     waiting_reported: str = ""
+    next_resync: float = 0.0
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -420,8 +421,18 @@ class Runner:
                 self._event(m, "Unhealthy", "readiness probe failed", warning=True)
         elif ok:
             m.failures = 0
+            self._resync_ready(m, pod, now)
         # Until first ready, probe often so start-up is noticed quickly; then at the pod's period.
         m.next_probe = now + (m.probe.period_s if m.ready else 0.2)
+
+    def _resync_ready(self, m: Managed, pod: Mapping[str, Any], now: float) -> None:
+        """Like a kubelet's status sync: if someone else (the node lifecycle controller) marked a pod whose
+        probe passes as unready, say again that it is ready, at most every few seconds."""
+        conds = (pod.get("status") or {}).get("conditions") or []
+        if now < m.next_resync or any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds):
+            return
+        m.next_resync = now + 5.0
+        self._set_ready(m, True)
 
     def reconcile_once(self) -> None:
         with self._lock:

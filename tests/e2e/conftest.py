@@ -8,7 +8,7 @@ import pytest
 
 from headway.devenv import procs
 from headway.devenv.cluster import LocalCluster
-from tests.e2e.operator_fixtures import OperatorProcess, install_crd_and_rbac, service_account_kubeconfig
+from headway.devenv.controlplane import OperatorProcess, install_crd_and_rbac, service_account_kubeconfig
 
 
 @pytest.fixture(scope="session")

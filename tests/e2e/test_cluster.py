@@ -187,3 +187,49 @@ def test_cli_cluster_up_lists_gpu_nodes_reports_status_and_down_leaves_nothing(t
     assert not any(procs.alive(pid) for pid in state["pids"].values()), state["pids"]
     assert not kubeconfig.parent.exists()
     assert run_cli("dev", "cluster", "status", "--name", "cli", env=env).returncode == 1
+
+
+CLIENT = """
+import sys, time, urllib.request
+url = sys.argv[1]
+for _ in range(300):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            print("status", r.status, url, flush=True)
+            break
+    except OSError:
+        time.sleep(0.2)
+time.sleep(3600)
+"""
+
+
+def test_service_names_in_a_command_reach_a_ready_backend(
+    core: k8s.CoreV1Api, apps: k8s.AppsV1Api, runner: Path, namespace: str
+) -> None:
+    apps.create_namespaced_deployment(namespace, deployment("backend", HTTP_SERVER))
+    core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "backend"},
+            "spec": {"selector": {"app": "backend"}, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]},
+        },
+    )
+    backend = eventually(
+        lambda: next((p for p in pods_of(core, namespace, "backend") if is_ready(p)), None),
+        timeout_s=60,
+        what="backend Ready",
+    )
+    apps.create_namespaced_deployment(
+        namespace,
+        deployment(
+            "client", ["python3", "-c", CLIENT, f"http://backend.{namespace}.svc.cluster.local:80/"], probe_path=None
+        ),
+    )
+    pod = eventually(lambda: next(iter(pods_of(core, namespace, "client")), None), timeout_s=30, what="client pod")
+    log = runner / "logs" / namespace / f"{pod.metadata.name}.log"
+    text = eventually(
+        lambda: log.exists() and "status" in log.read_text() and log.read_text(),
+        timeout_s=60,
+        what="client reached the backend through the Service name",
+    )
+    assert f"status 200 http://{backend.status.pod_ip}:8000/" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,21 @@ import pytest
 from kubernetes import client as k8s
 
 from headway.api import GPU_PRODUCT_LABEL, GPU_RESOURCE, POOL_LABEL, VARIANT_LABEL
+from headway.devenv.binaries import ensure_binaries
 from headway.devenv.cluster import LocalCluster
+from headway.devenv.controlplane import OperatorProcess, pool_manifest
 from headway.devenv.tinymodel import tiny_model_dir
 from tests.conftest import eventually
-from tests.e2e.operator_fixtures import OperatorProcess, pool_manifest
 
 GROUP, VERSION, PLURAL = "inference.headway.dev", "v1alpha1", "modelpools"
 H100, L4 = "NVIDIA-H100-80GB-HBM3", "NVIDIA-L4"
+
+
+def run_kubectl(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    kubectl = ensure_binaries(build=False).path("kubectl")
+    return subprocess.run(
+        [kubectl, "--kubeconfig", str(cluster.kubeconfig), *args], capture_output=True, text=True, check=False
+    )
 
 
 def custom(cluster: LocalCluster) -> k8s.CustomObjectsApi:
@@ -290,3 +299,140 @@ def test_invalid_specs_are_rejected_at_admission_naming_the_field(
     assert err.value.status in (400, 422), err.value.body  # 400: strict decoding; 422: schema or CEL
     message = json.loads(err.value.body)["message"]
     assert (f"{path}:" in message or f'"{path}"' in message) and says in message, message
+
+
+def _resource_versions(core: k8s.CoreV1Api, apps: k8s.AppsV1Api, ns: str) -> dict[str, str]:
+    policy = k8s.PolicyV1Api(core.api_client)
+    out = {f"deploy/{d.metadata.name}": f"g{d.metadata.generation}" for d in apps.list_namespaced_deployment(ns).items}
+    out |= {f"svc/{s.metadata.name}": s.metadata.resource_version for s in core.list_namespaced_service(ns).items}
+    out |= {
+        f"pdb/{p.metadata.name}": p.metadata.resource_version
+        for p in policy.list_namespaced_pod_disruption_budget(ns).items
+    }
+    return out
+
+
+def test_reconciling_twice_changes_nothing(
+    crd: LocalCluster,
+    operator: OperatorProcess,
+    runner: Path,
+    core: k8s.CoreV1Api,
+    apps: k8s.AppsV1Api,
+    namespace: str,
+) -> None:
+    from headway.operator.config import OperatorConfig
+    from headway.operator.kube import Kube
+    from headway.operator.reconcile import PoolReconciler
+
+    create_pool(crd, namespace, two_variant_pool("same"))
+    eventually(lambda: ready(crd, namespace, "same"), timeout_s=60, what="pool Ready")
+    reconciler = PoolReconciler(Kube(crd.api_client(), "headway-operator"), OperatorConfig())
+    before = _resource_versions(core, apps, namespace)
+    pool_rv = get_pool(crd, namespace, "same")["metadata"]["resourceVersion"]
+    for _ in range(2):
+        outcome = reconciler.reconcile(get_pool(crd, namespace, "same"))
+        assert outcome.created == outcome.updated == outcome.deleted == []
+    assert _resource_versions(core, apps, namespace) == before
+    assert get_pool(crd, namespace, "same")["metadata"]["resourceVersion"] == pool_rv
+
+
+def test_operator_killed_mid_reconcile_converges_without_duplicates_or_orphans(
+    crd: LocalCluster,
+    operator: OperatorProcess,
+    runner: Path,
+    core: k8s.CoreV1Api,
+    apps: k8s.AppsV1Api,
+    namespace: str,
+) -> None:
+    names = [f"k{i}" for i in range(6)]
+    for n in names:
+        create_pool(crd, namespace, two_variant_pool(n))
+    eventually(lambda: apps.list_namespaced_deployment(namespace).items, timeout_s=30, what="first Deployment")
+    operator.kill()  # SIGKILL while the batch is being reconciled
+    operator.start()
+    for n in names:
+        eventually(lambda n=n: ready(crd, namespace, n), timeout_s=120, what=f"pool {n} Ready after the restart")
+    deps = apps.list_namespaced_deployment(namespace).items
+    assert sorted(d.metadata.name for d in deps) == sorted(f"{n}-{v}" for n in names for v in ("h100", "l4"))
+    uids = {get_pool(crd, namespace, n)["metadata"]["uid"] for n in names}
+    policy = k8s.PolicyV1Api(core.api_client)
+    children = [
+        *deps,
+        *core.list_namespaced_service(namespace).items,
+        *policy.list_namespaced_pod_disruption_budget(namespace).items,
+    ]
+    assert len(children) == len(names) * 4
+    assert all(
+        [o.uid for o in c.metadata.owner_references] and c.metadata.owner_references[0].uid in uids for c in children
+    )
+    pods = core.list_namespaced_pod(namespace).items
+    assert len([p for p in pods if not p.metadata.deletion_timestamp]) == len(names) * 2
+
+
+def test_autoscaler_recommendation_in_status_is_applied_within_bounds(
+    crd: LocalCluster, operator: OperatorProcess, apps: k8s.AppsV1Api, namespace: str
+) -> None:
+    create_pool(
+        crd,
+        namespace,
+        pool_manifest(
+            "auto",
+            [{"name": "h100", "gpuProduct": H100, "minReplicas": 1, "maxReplicas": 3}],
+            source=str(tiny_model_dir()),
+            autoscaling={"enabled": True},
+        ),
+    )
+
+    def replicas() -> int | None:
+        try:
+            return apps.read_namespaced_deployment("auto-h100", namespace).spec.replicas
+        except k8s.ApiException:
+            return None
+
+    eventually(
+        lambda: replicas() == 1,
+        timeout_s=30,
+        what="starts at minReplicas",
+    )
+
+    def recommend(n: int) -> None:
+        custom(crd).patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            "auto",
+            {"status": {"autoscaling": {"variants": [{"name": "h100", "desiredReplicas": n}]}}},
+        )
+
+    recommend(2)
+    eventually(
+        lambda: replicas() == 2,
+        timeout_s=30,
+        what="recommendation of 2 applied",
+    )
+    recommend(10)
+    eventually(
+        lambda: replicas() == 3,
+        timeout_s=30,
+        what="recommendation of 10 clamped to maxReplicas 3",
+    )
+
+
+def test_kubectl_shows_model_replicas_readiness_and_age(
+    crd: LocalCluster, operator: OperatorProcess, namespace: str
+) -> None:
+    create_pool(
+        crd,
+        namespace,
+        pool_manifest("cols", [{"name": "h100", "gpuProduct": H100, "replicas": 1}], source=str(tiny_model_dir())),
+    )
+    eventually(
+        lambda: (get_pool(crd, namespace, "cols").get("status") or {}).get("replicas"),
+        timeout_s=30,
+        what="status written",
+    )
+    out = run_kubectl(crd, "get", "mp", "-n", namespace)
+    header = out.stdout.splitlines()[0].split()
+    assert header == ["NAME", "MODEL", "REPLICAS", "READY", "SLO", "AGE"], out.stdout + out.stderr
+    assert out.stdout.splitlines()[1].split()[:2] == ["cols", "tiny"]

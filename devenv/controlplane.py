@@ -1,9 +1,9 @@
-"""Run the operator as its least-privilege ServiceAccount (token from the real API server), as in a cluster."""
+"""headway's control plane on the local cluster: CRD and RBAC installed, the operator run as its own
+least-privilege ServiceAccount (a token from the real API server), as it runs in a cluster."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 import urllib.request
@@ -138,10 +138,8 @@ def pool_manifest(
     }
 
 
-def run_kubectl(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    from headway.devenv.binaries import ensure_binaries
-
-    kubectl = ensure_binaries(build=False).path("kubectl")
-    return subprocess.run(
-        [kubectl, "--kubeconfig", str(cluster.kubeconfig), *args], capture_output=True, text=True, check=False
-    )
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
