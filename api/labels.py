@@ -45,3 +45,22 @@ METRIC_OPERATOR_STATUS_UPDATES = "headway_operator_status_updates_total"
 METRIC_OPERATOR_POOLS = "headway_operator_pools"
 METRIC_OPERATOR_DESIRED_REPLICAS = "headway_operator_desired_replicas"
 METRIC_OPERATOR_READY_REPLICAS = "headway_operator_ready_replicas"
+
+# Metric names of the KV-cache index.
+METRIC_KVCACHE_EVENTS = "headway_kvcache_events_total"
+METRIC_KVCACHE_BLOCKS = "headway_kvcache_blocks_total"
+METRIC_KVCACHE_GAPS = "headway_kvcache_sequence_gaps_total"
+METRIC_KVCACHE_DECODE_ERRORS = "headway_kvcache_decode_errors_total"
+METRIC_KVCACHE_LAG = "headway_kvcache_event_lag_seconds"
+METRIC_KVCACHE_KEYS = "headway_kvcache_index_keys"
+METRIC_KVCACHE_LOOKUP = "headway_kvcache_lookup_duration_seconds"
+
+# Metric names of the gateway.
+METRIC_GATEWAY_REQUESTS = "headway_gateway_requests_total"
+METRIC_GATEWAY_REQUEST_DURATION = "headway_gateway_request_duration_seconds"
+METRIC_GATEWAY_ROUTING_DURATION = "headway_gateway_routing_decision_duration_seconds"
+METRIC_GATEWAY_RETRIES = "headway_gateway_retries_total"
+METRIC_GATEWAY_PICKS = "headway_gateway_endpoint_picks_total"
+METRIC_GATEWAY_PREDICTED_HIT_TOKENS = "headway_gateway_predicted_prefix_hit_tokens_total"
+METRIC_GATEWAY_IN_FLIGHT = "headway_gateway_in_flight_requests"
+METRIC_GATEWAY_ENDPOINT_STALE = "headway_gateway_endpoint_stale"

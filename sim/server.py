@@ -21,13 +21,13 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from headway.kvcache.tokenizer import ChatTemplateError, ModelTokenizer
 from headway.sim.config import SimConfig
 from headway.sim.engine import Engine, EngineLimits, Request, output_plan
 from headway.sim.errors import BadRequest, ModelNotFound, SimError
 from headway.sim.kv_publisher import KvEventPublisher
 from headway.sim.metrics import EngineMetrics
 from headway.sim.profiles import GpuProfile
-from headway.sim.tokenizer import ChatTemplateError, ModelTokenizer
 
 log = logging.getLogger(__name__)
 FINGERPRINT = "vllm-0.32.0-headway-sim"

@@ -1,0 +1,70 @@
+"""`headway gateway`: the OpenAI-compatible routing gateway (local mode: a static list of engines)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from headway.gateway.config import GatewayConfig
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def gateway(
+    model: Annotated[str, typer.Option(help="Served model name clients send.")],
+    endpoint: Annotated[list[str], typer.Option("--endpoint", "-e", help="Engine base URL (repeatable).")],
+    tokenizer: Annotated[str | None, typer.Option(help="Directory with the model's tokenizer.json.")] = None,
+    strategy: Annotated[
+        str, typer.Option(help="kv-aware, approx-prefix, least-request, round-robin, random.")
+    ] = "kv-aware",
+    kv_events_bind: Annotated[str | None, typer.Option(help="Bind this ZMQ endpoint for engines' KV events.")] = None,
+    weights: Annotated[str | None, typer.Option(help="Scorer weights, e.g. prefix=3,queue=2,kvUtilization=2.")] = None,
+    speculative_ttl_s: Annotated[float, typer.Option(min=0.0, help="Lifetime of a routed prefix's entries.")] = 2.0,
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Route each OpenAI request to the engine that holds its prefix, bounded by load."""
+    from pydantic import ValidationError
+
+    try:
+        parsed = dict(kv.split("=", 1) for kv in weights.split(",")) if weights else {}
+        cfg = GatewayConfig(
+            model=model,
+            endpoints=tuple(endpoint),
+            tokenizer=tokenizer,
+            strategy=strategy,
+            kv_events_bind=kv_events_bind,
+            host=host,
+            port=port,
+            weights=parsed,
+            speculative_ttl_s=speculative_ttl_s,
+        )
+    except ValueError as e:
+        if not isinstance(e, ValidationError):
+            typer.echo(f"error: --weights: expected name=value pairs: {e}", err=True)
+            raise typer.Exit(2) from None
+        err = e.errors()[0]
+        typer.echo(f"error: --{'-'.join(str(x) for x in err['loc'])}: {err['msg']}", err=True)
+        raise typer.Exit(2) from None
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    from aiohttp import web
+
+    from headway.gateway.app import Gateway
+
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    web.run_app(Gateway(cfg).app(), host=cfg.host, port=cfg.port, print=None, access_log=None)

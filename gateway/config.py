@@ -1,0 +1,32 @@
+"""Gateway settings: each default written once, with what it is for."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from headway.api.modelpool import RoutingStrategy, ScorerWeights
+
+
+class UpstreamTimeouts(BaseModel, frozen=True, extra="forbid"):
+    connect_s: float = Field(2.0, gt=0, description="TCP connect to an engine pod.")
+    first_byte_s: float = Field(300.0, gt=0, description="Until headers: engine queueing plus prefill.")
+    idle_s: float = Field(60.0, gt=0, description="Longest silence between streamed chunks.")
+
+
+class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
+    host: str = Field("127.0.0.1", description="Listen address.")
+    port: int = Field(8080, ge=1, le=65535)
+    model: str = Field(description="Served model name this gateway routes (local mode).")
+    endpoints: tuple[str, ...] = Field(description="Engine base URLs (local mode), e.g. http://127.0.0.1:8001.")
+    tokenizer: str | None = Field(None, description="Directory with the model's tokenizer.json.")
+    strategy: RoutingStrategy = "kv-aware"
+    weights: ScorerWeights = Field(default_factory=ScorerWeights)
+    kv_events_bind: str | None = Field(None, description="ZMQ endpoint to bind for engines' KV events.")
+    scrape_interval_s: float = Field(0.25, gt=0, description="Engine /metrics scrape period.")
+    stale_after_s: float = Field(2.0, gt=0, description="Metrics older than this make an endpoint stale.")
+    speculative_ttl_s: float = Field(2.0, ge=0, description="How long a routed prefix counts before its events.")
+    max_retries: int = Field(2, ge=0, le=5, description="Other endpoints tried before the first byte.")
+    max_body_bytes: int = Field(16 * 1024**2, ge=1024)
+    max_in_flight: int = Field(4096, ge=1, description="Requests in flight before new ones get 429.")
+    load_bound: float = Field(1.25, ge=1.0, description="Skip endpoints above this × mean in-flight (+1).")
+    timeouts: UpstreamTimeouts = Field(default_factory=UpstreamTimeouts)

@@ -1,0 +1,57 @@
+"""The gateway's Prometheus metrics (names defined in headway.api.labels); never re-exports vllm:*."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from headway.api.labels import (
+    METRIC_GATEWAY_IN_FLIGHT,
+    METRIC_GATEWAY_PICKS,
+    METRIC_GATEWAY_PREDICTED_HIT_TOKENS,
+    METRIC_GATEWAY_REQUEST_DURATION,
+    METRIC_GATEWAY_REQUESTS,
+    METRIC_GATEWAY_RETRIES,
+    METRIC_GATEWAY_ROUTING_DURATION,
+)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            METRIC_GATEWAY_REQUESTS,
+            "Requests by routing strategy and status code.",
+            ("strategy", "code"),
+            registry=registry,
+        )
+        self.duration = Histogram(
+            METRIC_GATEWAY_REQUEST_DURATION,
+            "Request time through the gateway.",
+            ("strategy",),
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=registry,
+        )
+        self.routing = Histogram(
+            METRIC_GATEWAY_ROUTING_DURATION,
+            "Time to pick an endpoint (tokenize + score).",
+            ("strategy",),
+            buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05),
+            registry=registry,
+        )
+        self.retries = Counter(
+            METRIC_GATEWAY_RETRIES,
+            "Requests re-sent to another endpoint before the first byte.",
+            ("reason",),
+            registry=registry,
+        )
+        self.picks = Counter(
+            METRIC_GATEWAY_PICKS,
+            "Routing decisions by strategy and whether a prefix matched.",
+            ("strategy", "prefix_hit"),
+            registry=registry,
+        )
+        self.predicted_hit_tokens = Counter(
+            METRIC_GATEWAY_PREDICTED_HIT_TOKENS,
+            "Prompt tokens the index predicted cached on the chosen endpoint.",
+            registry=registry,
+        )
+        self.in_flight = Gauge(METRIC_GATEWAY_IN_FLIGHT, "Requests in flight through this gateway.", registry=registry)

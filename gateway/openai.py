@@ -1,0 +1,41 @@
+"""Request bytes → the few fields routing needs, decoded once (msgspec); anything else stays in the bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from headway.gateway.errors import InvalidRequest
+
+
+class Message(msgspec.Struct, frozen=True):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class CompletionFields(msgspec.Struct, frozen=True):
+    model: str
+    prompt: str | list[Any] | None = None
+    stream: bool | None = False
+
+
+class ChatFields(msgspec.Struct, frozen=True):
+    model: str
+    messages: list[Message]
+    stream: bool | None = False
+
+
+_COMPLETION = msgspec.json.Decoder(CompletionFields)
+_CHAT = msgspec.json.Decoder(ChatFields)
+
+
+def parse_routing_fields(body: bytes, *, chat: bool) -> CompletionFields | ChatFields:
+    """The routing view of a request, or InvalidRequest naming what is wrong (never another exception)."""
+    try:
+        return _CHAT.decode(body) if chat else _COMPLETION.decode(body)
+    except msgspec.ValidationError as e:
+        path = str(e).rsplit("at `$.", 1)[-1].rstrip("`") if "at `$." in str(e) else None
+        raise InvalidRequest(f"invalid request: {e}", path.split(".")[0].split("[")[0] if path else None) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        raise InvalidRequest(f"request body is not valid JSON: {e}", "body") from None

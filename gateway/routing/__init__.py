@@ -1,0 +1,1 @@
+"""Routing: filters → weighted scorers → picker, and the presets built from them."""

@@ -1,0 +1,89 @@
+"""The in-tree filters and scorers. Each docstring gives the formula and its edge cases."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+
+from headway.gateway.endpoints import Endpoint
+from headway.gateway.routing.types import RoutingRequest
+from headway.kvcache.index import InMemoryIndex
+
+DEFAULT_BLOCK_SIZE = 16
+
+
+class RoutableFilter:
+    """Keeps endpoints with fresh metrics that are not ejected; if none is left, keeps all that are not
+    ejected, because routing on stale numbers beats refusing the request."""
+
+    def __init__(self, stale_after_s: float) -> None:
+        self.stale_after_s = stale_after_s
+
+    def filter(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
+        now = time.monotonic()
+        fresh = [e for e in endpoints if e.routable(now, self.stale_after_s)]
+        return fresh or [e for e in endpoints if now >= e.ejected_until]
+
+
+class LoadBoundFilter:
+    """Bounded loads: drop endpoints whose in-flight count exceeds ceil(bound × mean) + 1, so a popular
+    prefix cannot pile every request onto one engine. Never drops all endpoints."""
+
+    def __init__(self, bound: float) -> None:
+        self.bound = bound
+
+    def filter(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
+        if len(endpoints) < 2:
+            return list(endpoints)
+        mean = sum(e.in_flight + e.waiting for e in endpoints) / len(endpoints)
+        cap = math.ceil(self.bound * mean) + 1
+        kept = [e for e in endpoints if e.in_flight + e.waiting <= cap]
+        return kept or list(endpoints)
+
+
+class PrefixCacheScorer:
+    """Fraction of the prompt's full blocks the endpoint holds as a cached prefix, from the KV index
+    (engine events plus short-lived speculative entries). 0 for every endpoint when nothing matches."""
+
+    def __init__(self, index: InMemoryIndex, block_sizes: Mapping[str, int]) -> None:
+        self.index, self.block_sizes = index, block_sizes
+
+    def score(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        by_size: dict[int, list[Endpoint]] = {}
+        for e in endpoints:
+            size = self.block_sizes.get(e.id) or e.block_size or DEFAULT_BLOCK_SIZE
+            by_size.setdefault(size, []).append(e)
+        for size, group in by_size.items():
+            keys = request.keys(size)
+            if not keys:
+                out.update(dict.fromkeys((e.id for e in group), 0.0))
+                continue
+            matched = self.index.longest_prefix(keys, (e.id for e in group))
+            out.update({e.id: matched.get(e.id, 0) / len(keys) for e in group})
+        return out
+
+
+class QueueScorer:
+    """(max_q − q) / (max_q − min_q) over waiting requests; all equal → 1.0 (neutral, no division by 0)."""
+
+    def score(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> dict[str, float]:
+        qs = {e.id: e.waiting for e in endpoints}
+        lo, hi = min(qs.values(), default=0), max(qs.values(), default=0)
+        return {k: 1.0 if hi == lo else (hi - q) / (hi - lo) for k, q in qs.items()}
+
+
+class KvUtilizationScorer:
+    """1 − KV-cache usage reported by the engine."""
+
+    def score(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> dict[str, float]:
+        return {e.id: 1.0 - min(1.0, max(0.0, e.kv_usage)) for e in endpoints}
+
+
+class InFlightScorer:
+    """(max − n) / max over this gateway's in-flight requests; all idle → 1.0."""
+
+    def score(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> dict[str, float]:
+        top = max((e.in_flight for e in endpoints), default=0)
+        return {e.id: 1.0 if top == 0 else (top - e.in_flight) / top for e in endpoints}

@@ -1,0 +1,34 @@
+"""The contracts of routing plugins: a request's routing view, and the Filter / Scorer protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from headway.gateway.endpoints import Endpoint
+from headway.kvcache.keys import block_keys, root_key
+
+
+@dataclass
+class RoutingRequest:
+    model: str
+    tokens: list[int]
+    _keys: dict[int, list[int]] = field(default_factory=dict)
+
+    def keys(self, block_size: int) -> list[int]:
+        """Block keys of the prompt for one block size, computed once per size."""
+        keys = self._keys.get(block_size)
+        if keys is None:
+            keys = self._keys[block_size] = block_keys(self.tokens, block_size, root_key(self.model))
+        return keys
+
+
+class Filter(Protocol):
+    def filter(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> list[Endpoint]: ...
+
+
+class Scorer(Protocol):
+    def score(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> dict[str, float]:
+        """A score in [0, 1] per endpoint id; higher is better."""
+        ...
