@@ -35,7 +35,16 @@ def parse_routing_fields(body: bytes, *, chat: bool) -> CompletionFields | ChatF
     try:
         return _CHAT.decode(body) if chat else _COMPLETION.decode(body)
     except msgspec.ValidationError as e:
-        path = str(e).rsplit("at `$.", 1)[-1].rstrip("`") if "at `$." in str(e) else None
-        raise InvalidRequest(f"invalid request: {e}", path.split(".")[0].split("[")[0] if path else None) from None
+        raise InvalidRequest(f"invalid request: {e}", _field_of(str(e))) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise InvalidRequest(f"request body is not valid JSON: {e}", "body") from None
+
+
+def _field_of(message: str) -> str | None:
+    """The top-level field msgspec's message names: `… - at `$.model`` or `missing required field `model``."""
+    if "at `$." in message:
+        path = message.rsplit("at `$.", 1)[1].rstrip("`")
+        return path.split(".")[0].split("[")[0]
+    if "missing required field `" in message:
+        return message.rsplit("missing required field `", 1)[1].split("`")[0]
+    return None

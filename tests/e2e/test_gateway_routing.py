@@ -9,6 +9,7 @@ import random
 import statistics
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,6 +102,8 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         "--port",
         str(gw_port),
         *[a for p in ports for a in ("-e", f"http://127.0.0.1:{p}")],
+        "--max-body-bytes",
+        str(64 * 1024),
     ]
     gw = procs.spawn(argv, tmp_path / "gateway.log", cwd=tmp_path).pid
     _wait_http(f"http://127.0.0.1:{gw_port}/healthz")
@@ -180,3 +183,72 @@ def test_kv_aware_beats_round_robin_on_engine_hit_rate_and_ttft_p90(fleet: Fleet
     )
     assert kv_hit > rr_hit
     assert kv_p90 < rr_p90
+
+
+def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        pytest.param(b"{not json", 400, "body", id="malformed-json"),
+        pytest.param(b'{"prompt": "x"}', 400, "model", id="missing-model"),
+        pytest.param(b'{"model": "tiny", "prompt": 5}', 400, "prompt", id="wrong-type"),
+        pytest.param(b'{"model": "other", "prompt": "x"}', 404, "model", id="unknown-model"),
+        pytest.param(b'{"model": "tiny", "prompt": "' + b"x" * 70_000 + b'"}', 413, "body", id="oversize"),
+    ],
+)
+def test_bad_requests_get_openai_errors(fleet: Fleet, body: bytes, status: int, param: str) -> None:
+    code, out = _post(f"{fleet.gateway}/v1/completions", body)
+    assert code == status, out
+    assert out["error"]["code"] == status and out["error"]["param"] == param and out["error"]["message"]
+
+
+def test_killed_engine_costs_no_failed_non_streaming_request(fleet: Fleet) -> None:
+    time.sleep(1.0)
+    procs.stop(fleet.pids[0], grace_s=0.01)
+
+    async def burst() -> list[int]:
+        async with aiohttp.ClientSession() as s:
+
+            async def one(i: int) -> int:
+                body = {"model": "tiny", "prompt": f"retry {i}", "max_tokens": 4}
+                async with s.post(
+                    f"{fleet.gateway}/v1/completions", json=body, headers={"x-headway-strategy": "round-robin"}
+                ) as r:
+                    await r.read()
+                    return r.status
+
+            return await asyncio.gather(*(one(i) for i in range(24)))
+
+    assert asyncio.run(burst()) == [200] * 24
+
+
+def test_stream_cut_by_a_dying_engine_ends_with_an_error_event(fleet: Fleet) -> None:
+    time.sleep(1.0)
+
+    async def stream() -> list[bytes]:
+        body = {"model": "tiny", "prompt": "a long story", "max_tokens": 1500, "ignore_eos": True, "stream": True}
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(f"{fleet.gateway}/v1/completions", json=body, headers={"x-headway-debug": "1"}) as r,
+        ):
+            victim = r.headers["x-headway-endpoint"]
+            lines = []
+            async for line in r.content:
+                lines.append(line)
+                if len(lines) == 10:
+                    port = int(victim.rsplit(":", 1)[1])
+                    procs.stop(fleet.pids[[int(u.rsplit(":", 1)[1]) for u in fleet.engines].index(port)], grace_s=0.01)
+            return lines
+
+    lines = asyncio.run(asyncio.wait_for(stream(), timeout=30))
+    data = [ln for ln in lines if ln.startswith(b"data: ")]
+    assert data[-1].strip() == b"data: [DONE]"
+    assert b'"error"' in data[-2]

@@ -1,0 +1,104 @@
+"""The gateway's request parser and routing plugins: garbage fails cleanly, scorers stay in [0, 1]."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from headway.api.modelpool import ScorerWeights
+from headway.gateway.endpoints import Endpoint, parse_engine_metrics
+from headway.gateway.errors import InvalidRequest
+from headway.gateway.openai import parse_routing_fields
+from headway.gateway.routing.pipeline import STRATEGIES, build_pipeline
+from headway.gateway.routing.plugins import InFlightScorer, KvUtilizationScorer, PrefixCacheScorer, QueueScorer
+from headway.gateway.routing.types import RoutingRequest
+from headway.kvcache.index import InMemoryIndex
+
+
+@given(st.binary(max_size=4096), st.booleans())
+def test_routing_parser_rejects_garbage_cleanly(raw: bytes, chat: bool) -> None:
+    with contextlib.suppress(InvalidRequest):
+        parse_routing_fields(raw, chat=chat)
+
+
+@pytest.mark.parametrize(
+    ("body", "chat", "param"),
+    [
+        pytest.param(b'{"prompt": "x"}', False, "model", id="missing-model"),
+        pytest.param(b'{"model": 3, "prompt": "x"}', False, "model", id="model-not-string"),
+        pytest.param(b'{"model": "m", "messages": "hi"}', True, "messages", id="messages-not-list"),
+        pytest.param(b'{"model": "m"', False, "body", id="truncated"),
+    ],
+)
+def test_routing_parser_names_the_bad_field(body: bytes, chat: bool, param: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_routing_fields(body, chat=chat)
+    assert err.value.param == param
+
+
+def eps(n: int, **kw: list[float]) -> list[Endpoint]:
+    out = []
+    for i in range(n):
+        e = Endpoint(f"http://127.0.0.1:{8000 + i}")
+        for k, vals in kw.items():
+            setattr(e, k, vals[i])
+        out.append(e)
+    return out
+
+
+@given(st.lists(st.tuples(st.floats(0, 1000), st.floats(0, 1), st.integers(0, 500)), min_size=1, max_size=8))
+def test_every_scorer_stays_in_unit_range(rows: list[tuple[float, float, int]]) -> None:
+    endpoints = eps(
+        len(rows), waiting=[r[0] for r in rows], kv_usage=[r[1] for r in rows], in_flight=[r[2] for r in rows]
+    )
+    req = RoutingRequest("m", list(range(64)))
+    for scorer in (QueueScorer(), KvUtilizationScorer(), InFlightScorer(), PrefixCacheScorer(InMemoryIndex(), {})):
+        scores = scorer.score(req, endpoints)
+        assert set(scores) == {e.id for e in endpoints}
+        assert all(0.0 <= s <= 1.0 for s in scores.values())
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_preset_ranks_all_routable_endpoints_and_handles_empty(strategy: str) -> None:
+    pipe = build_pipeline(
+        strategy,
+        ScorerWeights(),
+        index=InMemoryIndex(),
+        history=InMemoryIndex(),
+        block_sizes={},
+        stale_after_s=1e9,
+        load_bound=1.25,
+        rng=random.Random(1),
+    )
+    endpoints = eps(3)
+    ranked = pipe.decide(RoutingRequest("m", [1, 2, 3]), endpoints).ranked
+    assert sorted(e.id for e in ranked) == sorted(e.id for e in endpoints)
+    assert pipe.decide(RoutingRequest("m", [1]), []).ranked == []
+
+
+def test_unknown_strategy_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="kv-aware"):
+        build_pipeline(
+            "fastest",
+            ScorerWeights(),
+            index=InMemoryIndex(),
+            history=InMemoryIndex(),
+            block_sizes={},
+            stale_after_s=1,
+            load_bound=1.25,
+        )
+
+
+def test_engine_metrics_parser_reads_load_and_block_size() -> None:
+    e = Endpoint("http://127.0.0.1:1")
+    parse_engine_metrics(
+        'vllm:num_requests_waiting{engine="0",model_name="m"} 3.0\n'
+        'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.5\n'
+        'vllm:cache_config_info{block_size="128",engine="0"} 1.0\n',
+        e,
+    )
+    assert (e.waiting, e.kv_usage, e.block_size) == (3.0, 0.5, 128)
