@@ -21,7 +21,7 @@ from headway.devenv.kubeconfig import read_server_and_ca, write_kubeconfig
 from headway.devenv.paths import REPO_ROOT
 
 CRD = REPO_ROOT / "deploy" / "crds" / "inference.headway.dev_modelpools.yaml"
-RBAC = REPO_ROOT / "deploy" / "rbac" / "operator.yaml"
+RBAC_DIR = REPO_ROOT / "deploy" / "rbac"
 
 
 def apply_yaml(api: k8s.ApiClient, path: Path) -> None:
@@ -43,7 +43,8 @@ def install_crd_and_rbac(cluster: LocalCluster) -> None:
         if e.status != 409:
             raise
     apply_yaml(api, CRD)
-    apply_yaml(api, RBAC)
+    for path in sorted(RBAC_DIR.glob("*.yaml")):
+        apply_yaml(api, path)
     ext = k8s.ApiextensionsV1Api(api)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -54,13 +55,13 @@ def install_crd_and_rbac(cluster: LocalCluster) -> None:
     raise AssertionError("ModelPool CRD not Established")
 
 
-def service_account_kubeconfig(cluster: LocalCluster, path: Path) -> Path:
+def service_account_kubeconfig(cluster: LocalCluster, path: Path, account: str = "headway-operator") -> Path:
     core = k8s.CoreV1Api(cluster.api_client())
     req = k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=86400))
-    token = core.create_namespaced_service_account_token("headway-operator", "headway-system", req).status.token
+    token = core.create_namespaced_service_account_token(account, "headway-system", req).status.token
     server, ca = read_server_and_ca(cluster.kubeconfig)
     return write_kubeconfig(
-        path, server=server, ca=ca, user="system:serviceaccount:headway-system:headway-operator", token=token
+        path, server=server, ca=ca, user=f"system:serviceaccount:headway-system:{account}", token=token
     )
 
 

@@ -14,13 +14,13 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from headway.api.modelpool import ScorerWeights
 from headway.gateway.config import GatewayConfig
 from headway.gateway.endpoints import Endpoint, scrape_forever
 from headway.gateway.errors import (
@@ -34,7 +34,8 @@ from headway.gateway.errors import (
 )
 from headway.gateway.metrics import GatewayMetrics
 from headway.gateway.openai import ChatFields, parse_routing_fields
-from headway.gateway.routing.pipeline import STRATEGIES, Decision, build_pipeline
+from headway.gateway.pools import PoolRoute, make_route, tokenizer_for
+from headway.gateway.routing.pipeline import STRATEGIES, Decision
 from headway.gateway.routing.plugins import DEFAULT_BLOCK_SIZE
 from headway.gateway.routing.types import RoutingRequest
 from headway.kvcache.index import InMemoryIndex
@@ -49,31 +50,46 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"
 _HISTORY_TTL_S = 120.0
 
 
+class _Unreachable(NoReadyEndpoint):
+    """Every endpoint tried refused the connection or timed out before answering."""
+
+
 class Gateway:
     def __init__(self, cfg: GatewayConfig, *, rng: random.Random | None = None) -> None:
         self.cfg = cfg
-        self.endpoints = [Endpoint(u.rstrip("/")) for u in cfg.endpoints]
-        self.tokenizer = ModelTokenizer(Path(cfg.tokenizer) if cfg.tokenizer else None)
+        self.rng = rng
         self.registry = CollectorRegistry(auto_describe=True)
         self.metrics = GatewayMetrics(self.registry)
         self.index = InMemoryIndex()
         self.history = InMemoryIndex()
         self.ingest = KvEventIngest(self.index, KvCacheMetrics(self.registry))
-        self.pipelines = {
-            s: build_pipeline(
-                s,
-                cfg.weights,
-                index=self.index,
-                history=self.history,
-                block_sizes=self.ingest.block_sizes,
-                stale_after_s=cfg.stale_after_s,
-                load_bound=cfg.load_bound,
-                rng=rng,
-            )
-            for s in STRATEGIES
-        }
+        self.routes: dict[str, PoolRoute] = {}
+        if cfg.discovery == "static":
+            assert cfg.model is not None
+            route = self.new_route(cfg.model, cfg.strategy, cfg.weights, tokenizer_for(cfg.tokenizer))
+            route.endpoints = [Endpoint(u.rstrip("/")) for u in cfg.endpoints]
+            if cfg.tokenizer and not route.tokenizer.exact:
+                raise ValueError(f"--tokenizer {cfg.tokenizer}: no tokenizer.json there")
+            self.routes[cfg.model] = route
         self.in_flight = 0
         self.session: aiohttp.ClientSession | None = None
+
+    def new_route(self, model: str, strategy: str, weights: ScorerWeights, tokenizer: ModelTokenizer) -> PoolRoute:
+        return make_route(
+            model,
+            strategy,
+            weights,
+            tokenizer,
+            index=self.index,
+            history=self.history,
+            block_sizes=self.ingest.block_sizes,
+            stale_after_s=self.cfg.stale_after_s,
+            load_bound=self.cfg.load_bound,
+            rng=self.rng,
+        )
+
+    def all_endpoints(self) -> list[Endpoint]:
+        return [e for r in list(self.routes.values()) for e in r.endpoints]
 
     # ----- wiring
     def app(self) -> web.Application:
@@ -89,7 +105,11 @@ class Gateway:
     async def _background(self, _app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=30)
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        tasks = [asyncio.create_task(scrape_forever(self.endpoints, self.session, self.cfg.scrape_interval_s))]
+        tasks = [asyncio.create_task(scrape_forever(self.all_endpoints, self.session, self.cfg.scrape_interval_s))]
+        if self.cfg.discovery == "kubernetes":
+            from headway.gateway.discovery import KubernetesDiscovery
+
+            tasks.append(asyncio.create_task(KubernetesDiscovery(self, self.cfg.namespaces).run()))
         if self.cfg.kv_events_bind:
             tasks.append(asyncio.create_task(subscribe(self.cfg.kv_events_bind, self.ingest)))
         yield
@@ -110,9 +130,8 @@ class Gateway:
 
     # ----- small routes
     async def models(self, _request: web.Request) -> web.Response:
-        return web.json_response(
-            {"object": "list", "data": [{"id": self.cfg.model, "object": "model", "owned_by": "headway"}]}
-        )
+        data = [{"id": m, "object": "model", "owned_by": "headway"} for m in sorted(self.routes)]
+        return web.json_response({"object": "list", "data": data})
 
     async def healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -135,26 +154,51 @@ class Gateway:
         except web.HTTPRequestEntityTooLarge:
             raise BodyTooLarge(f"request body over {self.cfg.max_body_bytes} bytes", "body") from None
 
-    def _tokens(self, fields: Any) -> list[int]:
+    async def _tokens(self, route: PoolRoute, fields: Any) -> list[int]:
+        """Exact prompt tokens: the model's tokenizer and chat template, else the engine's /tokenize."""
         if isinstance(fields, ChatFields):
+            messages = [{"role": m.role, "content": m.content} for m in fields.messages]
+            if not route.tokenizer.exact:
+                return await self._engine_tokens(route, {"model": route.model, "messages": messages})
             try:
-                return self.tokenizer.encode_chat([{"role": m.role, "content": m.content} for m in fields.messages])
+                return route.tokenizer.encode_chat(messages)
             except ChatTemplateError as e:
                 raise InvalidRequest(str(e), "messages") from None
         prompt = fields.prompt
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
             prompt = prompt[0]
         if isinstance(prompt, str):
-            return self.tokenizer.encode(prompt)
+            if not route.tokenizer.exact:
+                return await self._engine_tokens(route, {"model": route.model, "prompt": prompt})
+            return route.tokenizer.encode(prompt)
         if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
             return list(prompt)
         if prompt is None:
             raise InvalidRequest("prompt is required", "prompt")
-        return []  # batched prompts: routed without prefix information, validated by the engine
+        if isinstance(prompt, list) and all(isinstance(p, (str, list)) for p in prompt):
+            return []  # a batch of prompts: routed without prefix information, validated by the engine
+        raise InvalidRequest("prompt must be a string, token ids, or a list of those", "prompt")
 
-    def _strategy(self, request: web.Request) -> str:
-        strategy = request.headers.get(STRATEGY_HEADER, self.cfg.strategy)
-        if strategy not in self.pipelines:
+    async def _engine_tokens(self, route: PoolRoute, body: dict[str, Any]) -> list[int]:
+        """Ask a fresh engine to tokenize (no tokenizer file here); no prefix routing if none can."""
+        assert self.session is not None
+        now = time.monotonic()
+        for ep in [e for e in route.endpoints if e.routable(now, self.cfg.stale_after_s)][:2]:
+            try:
+                async with self.session.post(
+                    f"{ep.url}/tokenize", json=body, timeout=aiohttp.ClientTimeout(total=5)
+                ) as r:
+                    if r.status == 200:
+                        return list((await r.json())["tokens"])
+                    if r.status == 400:
+                        raise InvalidRequest((await r.json()).get("error", {}).get("message", "invalid request"))
+            except (aiohttp.ClientError, TimeoutError, KeyError, ValueError):
+                continue
+        return []
+
+    def _strategy(self, request: web.Request, route: PoolRoute) -> str:
+        strategy = request.headers.get(STRATEGY_HEADER, route.strategy)
+        if strategy not in route.pipelines:
             raise InvalidRequest(
                 f"unknown routing strategy {strategy!r}; known: {', '.join(STRATEGIES)}", STRATEGY_HEADER
             )
@@ -174,24 +218,56 @@ class Gateway:
         t0 = time.perf_counter()
         body = await self._read_body(request)
         fields = parse_routing_fields(body, chat=chat)
-        if fields.model != self.cfg.model:
+        route = self.routes.get(fields.model)
+        if route is None:
             raise ModelNotFound(f"The model `{fields.model}` does not exist.", "model")
-        strategy = self._strategy(request)
+        strategy = self._strategy(request, route)
         if self.in_flight >= self.cfg.max_in_flight:
             raise Overloaded(f"{self.in_flight} requests in flight; retry shortly")
-        rr = RoutingRequest(fields.model, self._tokens(fields))
-        decision = self.pipelines[strategy].decide(rr, self.endpoints)
-        self.metrics.routing.labels(strategy).observe(time.perf_counter() - t0)
-        if not decision.ranked:
-            raise NoReadyEndpoint(f"no ready endpoint for model {fields.model}")
+        rr = RoutingRequest(fields.model, await self._tokens(route, fields))
         code = 502
         try:
-            resp = await self._forward(request, body, rr, decision, strategy, stream=bool(fields.stream))
+            resp = await self._route_and_forward(request, body, rr, route, strategy, stream=bool(fields.stream), t0=t0)
             code = resp.status
             return resp
+        except GatewayError as e:
+            code = e.status
+            raise
         finally:
             self.metrics.requests.labels(strategy, str(code)).inc()
             self.metrics.duration.labels(strategy).observe(time.perf_counter() - t0)
+
+    async def _route_and_forward(
+        self,
+        request: web.Request,
+        body: bytes,
+        rr: RoutingRequest,
+        route: PoolRoute,
+        strategy: str,
+        *,
+        stream: bool,
+        t0: float,
+    ) -> web.StreamResponse:
+        """Pick and forward; when no endpoint can take the request (none ready, all stale, ejected or
+        unreachable, or a pool at zero) wait for one up to `hold_s`, then answer 503 with Retry-After.
+        Holding is how a request survives an engine restart or a scale-up from zero."""
+        deadline = time.monotonic() + self.cfg.hold_s
+        held, reason = False, "no ready endpoint"
+        while True:
+            decision = route.pipelines[strategy].decide(rr, route.endpoints)
+            if not held:
+                self.metrics.routing.labels(strategy).observe(time.perf_counter() - t0)
+            if decision.ranked:
+                try:
+                    return await self._forward(request, body, rr, decision, strategy, stream=stream)
+                except _Unreachable as e:
+                    reason = str(e)
+            if time.monotonic() >= deadline:
+                raise NoReadyEndpoint(f"{reason} for model {rr.model} after waiting {self.cfg.hold_s:.0f}s")
+            if not held:
+                held = True
+                self.metrics.held.inc()
+            await asyncio.sleep(0.1)
 
     async def _forward(
         self, request: web.Request, body: bytes, rr: RoutingRequest, decision: Decision, strategy: str, *, stream: bool
@@ -200,7 +276,7 @@ class Gateway:
         t = self.cfg.timeouts
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=max(t.first_byte_s, t.idle_s))
         headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
-        last_error = "no endpoint tried"
+        last_error, answered = "no endpoint tried", False
         for attempt, ep in enumerate(decision.ranked[: 1 + self.cfg.max_retries]):
             if attempt:
                 self.metrics.retries.labels("upstream").inc()
@@ -213,12 +289,15 @@ class Gateway:
                 last_error = f"{ep.id}: {type(e).__name__}"
                 continue
             if upstream.status >= 500:
+                answered = True
                 last_error = f"{ep.id}: HTTP {upstream.status}"
                 upstream.release()
                 ep.eject(time.monotonic())
                 continue
             return await self._relay(request, upstream, rr, ep, decision, strategy, stream=stream)
-        raise UpstreamFailed(f"every endpoint tried failed before answering ({last_error})")
+        if answered:
+            raise UpstreamFailed(f"every endpoint tried failed before answering ({last_error})")
+        raise _Unreachable(f"no endpoint reachable ({last_error})")
 
     async def _relay(
         self,

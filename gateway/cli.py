@@ -16,8 +16,15 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def gateway(
-    model: Annotated[str, typer.Option(help="Served model name clients send.")],
-    endpoint: Annotated[list[str], typer.Option("--endpoint", "-e", help="Engine base URL (repeatable).")],
+    model: Annotated[str | None, typer.Option(help="Static discovery: the served model name.")] = None,
+    endpoint: Annotated[
+        list[str] | None, typer.Option("--endpoint", "-e", help="Static: engine URL (repeatable).")
+    ] = None,
+    discovery: Annotated[str, typer.Option(help="static, or kubernetes (every ModelPool's Ready pods).")] = "static",
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Kubernetes discovery: only this namespace (repeatable; default all)."),
+    ] = None,
     tokenizer: Annotated[str | None, typer.Option(help="Directory with the model's tokenizer.json.")] = None,
     strategy: Annotated[
         str, typer.Option(help="kv-aware, approx-prefix, least-request, round-robin, random.")
@@ -37,7 +44,9 @@ def gateway(
         parsed = dict(kv.split("=", 1) for kv in weights.split(",")) if weights else {}
         cfg = GatewayConfig(
             model=model,
-            endpoints=tuple(endpoint),
+            endpoints=tuple(endpoint or ()),
+            discovery=discovery,
+            namespaces=tuple(namespace or ()),
             tokenizer=tokenizer,
             strategy=strategy,
             kv_events_bind=kv_events_bind,
@@ -52,7 +61,8 @@ def gateway(
             typer.echo(f"error: --weights: expected name=value pairs: {e}", err=True)
             raise typer.Exit(2) from None
         err = e.errors()[0]
-        typer.echo(f"error: --{'-'.join(str(x) for x in err['loc'])}: {err['msg']}", err=True)
+        where = f"--{'-'.join(str(x) for x in err['loc']).replace('_', '-')}: " if err["loc"] else ""
+        typer.echo(f"error: {where}{err['msg'].removeprefix('Value error, ')}", err=True)
         raise typer.Exit(2) from None
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -69,4 +79,9 @@ def gateway(
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
-    web.run_app(Gateway(cfg).app(), host=cfg.host, port=cfg.port, print=None, access_log=None)
+    try:
+        gw = Gateway(cfg)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    web.run_app(gw.app(), host=cfg.host, port=cfg.port, print=None, access_log=None)

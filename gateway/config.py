@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
 
 from headway.api.modelpool import RoutingStrategy, ScorerWeights
 
@@ -16,8 +18,14 @@ class UpstreamTimeouts(BaseModel, frozen=True, extra="forbid"):
 class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
     host: str = Field("127.0.0.1", description="Listen address.")
     port: int = Field(8080, ge=1, le=65535)
-    model: str = Field(description="Served model name this gateway routes (local mode).")
-    endpoints: tuple[str, ...] = Field(description="Engine base URLs (local mode), e.g. http://127.0.0.1:8001.")
+    discovery: Literal["static", "kubernetes"] = Field(
+        "static", description="static: one model on a fixed list of engines; kubernetes: every ModelPool's Ready pods."
+    )
+    namespaces: tuple[str, ...] = Field((), description="kubernetes discovery: these namespaces (empty: all).")
+    model: str | None = Field(None, description="static discovery: the served model name.")
+    endpoints: tuple[str, ...] = Field(
+        (), description="static discovery: engine base URLs, e.g. http://127.0.0.1:8001."
+    )
     tokenizer: str | None = Field(None, description="Directory with the model's tokenizer.json.")
     strategy: RoutingStrategy = "kv-aware"
     weights: ScorerWeights = Field(default_factory=ScorerWeights)
@@ -25,8 +33,20 @@ class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
     scrape_interval_s: float = Field(0.25, gt=0, description="Engine /metrics scrape period.")
     stale_after_s: float = Field(2.0, gt=0, description="Metrics older than this make an endpoint stale.")
     speculative_ttl_s: float = Field(2.0, ge=0, description="How long a routed prefix counts before its events.")
+    hold_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long a request waits for a ready endpoint before a 503 "
+        "(the autoscaler scales a pool up from zero meanwhile).",
+    )
     max_retries: int = Field(2, ge=0, le=5, description="Other endpoints tried before the first byte.")
     max_body_bytes: int = Field(16 * 1024**2, ge=1024)
     max_in_flight: int = Field(4096, ge=1, description="Requests in flight before new ones get 429.")
     load_bound: float = Field(1.25, ge=1.0, description="Skip endpoints above this × mean in-flight (+1).")
     timeouts: UpstreamTimeouts = Field(default_factory=UpstreamTimeouts)
+
+    @model_validator(mode="after")
+    def _static_needs_model_and_endpoints(self) -> GatewayConfig:
+        if self.discovery == "static" and (not self.model or not self.endpoints):
+            raise ValueError("static discovery needs --model and at least one --endpoint")
+        return self

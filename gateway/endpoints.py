@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -60,7 +61,10 @@ def parse_engine_metrics(text: str, ep: Endpoint) -> None:
                     ep.block_size = int(line.split('block_size="', 1)[1].split('"', 1)[0])
 
 
-async def scrape_forever(endpoints: list[Endpoint], session: aiohttp.ClientSession, interval_s: float) -> None:
+async def scrape_forever(
+    endpoints: Callable[[], list[Endpoint]], session: aiohttp.ClientSession, interval_s: float
+) -> None:
+    """Scrape whatever endpoints exist at each round (discovery changes the set)."""
     timeout = aiohttp.ClientTimeout(total=max(0.5, interval_s * 4))
 
     async def one(ep: Endpoint) -> None:
@@ -74,5 +78,5 @@ async def scrape_forever(endpoints: list[Endpoint], session: aiohttp.ClientSessi
 
     while True:
         started = time.monotonic()
-        await asyncio.gather(*(one(ep) for ep in endpoints))
+        await asyncio.gather(*(one(ep) for ep in endpoints()))
         await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from headway.api.labels import (
+    METRIC_GATEWAY_HELD,
     METRIC_GATEWAY_IN_FLIGHT,
     METRIC_GATEWAY_PICKS,
     METRIC_GATEWAY_PREDICTED_HIT_TOKENS,
@@ -54,4 +55,5 @@ class GatewayMetrics:
             "Prompt tokens the index predicted cached on the chosen endpoint.",
             registry=registry,
         )
+        self.held = Counter(METRIC_GATEWAY_HELD, "Requests that waited for a ready endpoint.", registry=registry)
         self.in_flight = Gauge(METRIC_GATEWAY_IN_FLIGHT, "Requests in flight through this gateway.", registry=registry)

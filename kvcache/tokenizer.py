@@ -41,7 +41,7 @@ def _content_text(content: Any) -> str:
 
 
 class ModelTokenizer:
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, *, quiet: bool = False) -> None:
         self.tokenizer: Tokenizer | None = None
         config: dict[str, Any] = {}
         if directory is not None and (directory / "tokenizer.json").is_file():
@@ -49,7 +49,7 @@ class ModelTokenizer:
             cfg_path = directory / "tokenizer_config.json"
             if cfg_path.is_file():
                 config = json.loads(cfg_path.read_text())
-        else:
+        elif not quiet:
             log.warning("no tokenizer.json in %s; counting one token per UTF-8 byte", directory)
         self.bos_token = _token_text(config.get("bos_token"))
         self.eos_token = _token_text(config.get("eos_token"))
@@ -70,6 +70,11 @@ class ModelTokenizer:
             self.sample_ids = sorted(
                 i for t, i in vocab.items() if i not in added and not (t.startswith("<|") and t.endswith("|>"))
             )
+
+    @property
+    def exact(self) -> bool:
+        """True when this is the model's own tokenizer (not the byte fallback)."""
+        return self.tokenizer is not None
 
     def token_id(self, token: str) -> int | None:
         return self.tokenizer.token_to_id(token) if self.tokenizer else None

@@ -252,3 +252,28 @@ def test_stream_cut_by_a_dying_engine_ends_with_an_error_event(fleet: Fleet) -> 
     data = [ln for ln in lines if ln.startswith(b"data: ")]
     assert data[-1].strip() == b"data: [DONE]"
     assert b'"error"' in data[-2]
+
+
+def test_request_is_held_while_no_engine_is_up_and_served_when_one_returns(fleet: Fleet, tmp_path: Path) -> None:
+    for pid in fleet.pids:
+        procs.stop(pid, grace_s=0.01)
+
+    async def held_request() -> int:
+        async with aiohttp.ClientSession() as s:
+
+            async def late_start() -> None:
+                await asyncio.sleep(2.0)
+                fleet.pids = await asyncio.to_thread(
+                    _start_engines, tmp_path, [int(u.rsplit(":", 1)[1]) for u in fleet.engines], fleet.events_endpoint
+                )
+
+            starter = asyncio.create_task(late_start())
+            body = {"model": "tiny", "prompt": "are you back?", "max_tokens": 2}
+            async with s.post(f"{fleet.gateway}/v1/completions", json=body) as r:
+                await r.read()
+                await starter
+                return r.status
+
+    assert asyncio.run(held_request()) == 200
+    metrics = urllib.request.urlopen(f"{fleet.gateway}/metrics", timeout=5).read().decode()
+    assert "headway_gateway_held_requests_total 1.0" in metrics

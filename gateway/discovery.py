@@ -1,0 +1,163 @@
+"""Kubernetes discovery: every ModelPool becomes a route, its Ready engine pods the route's endpoints.
+
+Watches (never polls) ModelPools and the pods carrying the pool label. A pod is an endpoint while it has
+an IP, is Ready and is not terminating: the same rule the EndpointSlice controller applies. Pods, not
+EndpointSlices, because a pod's labels also say its variant and the watch sees termination at once.
+The official client is synchronous, so each watch runs in a thread and hands changes to the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
+from pydantic import ValidationError
+
+from headway.api import POOL_LABEL
+from headway.api.labels import GROUP
+from headway.api.modelpool import PLURAL, VERSION, ModelPoolSpec
+from headway.gateway.endpoints import Endpoint
+from headway.gateway.pools import tokenizer_for
+
+if TYPE_CHECKING:
+    from headway.gateway.app import Gateway
+
+log = logging.getLogger(__name__)
+DEFAULT_ENGINE_PORT = 8000
+
+
+def _api_client() -> k8s.ApiClient:
+    """In-cluster credentials in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    try:
+        k8s_config.load_incluster_config()
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()
+    return k8s.ApiClient()
+
+
+def endpoint_url(pod: dict[str, Any]) -> str | None:
+    """`http://<pod-ip>:<port>` of a Ready, non-terminating engine pod; None otherwise."""
+    st = pod.get("status") or {}
+    if pod["metadata"].get("deletionTimestamp") or not st.get("podIP"):
+        return None
+    if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []):
+        return None
+    port = DEFAULT_ENGINE_PORT
+    for c in pod["spec"].get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("name") == "http":
+                port = p["containerPort"]
+    return f"http://{st['podIP']}:{port}"
+
+
+class KubernetesDiscovery:
+    def __init__(self, gateway: Gateway, namespaces: tuple[str, ...]) -> None:
+        self.gw = gateway
+        self.namespaces = namespaces or (None,)
+        self.pools: dict[tuple[str, str], str] = {}  # (namespace, pool) → model
+        self.pods: dict[tuple[str, str], dict[str, str]] = {}  # (namespace, pool) → pod uid → url
+        self._stop = threading.Event()
+
+    async def run(self) -> None:
+        api = await asyncio.to_thread(_api_client)
+        loop = asyncio.get_running_loop()
+
+        def deliver(fn: Callable[..., None], *args: Any) -> None:
+            loop.call_soon_threadsafe(fn, *args)
+
+        threads = []
+        for ns in self.namespaces:
+            threads.append(threading.Thread(target=self._watch, args=(api, ns, "pools", deliver), daemon=True))
+            threads.append(threading.Thread(target=self._watch, args=(api, ns, "pods", deliver), daemon=True))
+        for t in threads:
+            t.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self._stop.set()
+
+    def _watch(self, api: k8s.ApiClient, ns: str | None, kind: str, deliver: Callable[..., None]) -> None:
+        custom, core = k8s.CustomObjectsApi(api), k8s.CoreV1Api(api)
+        if kind == "pools":
+            fn: Any = custom.list_namespaced_custom_object if ns else custom.list_cluster_custom_object
+            args: tuple[Any, ...] = (GROUP, VERSION, ns, PLURAL) if ns else (GROUP, VERSION, PLURAL)
+            kwargs: dict[str, Any] = {}
+            handler = self.on_pool
+        else:
+            fn = core.list_namespaced_pod if ns else core.list_pod_for_all_namespaces
+            args = (ns,) if ns else ()
+            kwargs = {"label_selector": POOL_LABEL}
+            handler = self.on_pod
+        while not self._stop.is_set():
+            try:
+                w = k8s_watch.Watch()
+                for ev in w.stream(fn, *args, timeout_seconds=60, **kwargs):
+                    obj = ev["object"]
+                    body = obj if isinstance(obj, dict) else api.sanitize_for_serialization(obj)
+                    deliver(handler, ev["type"], body)
+                    if self._stop.is_set():
+                        w.stop()
+            except Exception as e:  # restart the watch from a fresh list on any error (410 Gone, network)
+                log.debug("%s watch restarting: %s", kind, e)
+                self._stop.wait(1.0)
+
+    # ----- called on the event loop
+    def on_pool(self, kind: str, body: dict[str, Any]) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        old_model = self.pools.get(key)
+        if kind == "DELETED":
+            self.pools.pop(key, None)
+            if old_model:
+                self.gw.routes.pop(old_model, None)
+            return
+        try:
+            spec = ModelPoolSpec.model_validate(body.get("spec") or {})
+        except ValidationError as e:
+            log.warning("ignoring ModelPool %s/%s: %s", *key, str(e).splitlines()[0])
+            return
+        model = spec.model.name
+        route = self.gw.routes.get(model)
+        if route is None or route.pool != key or route.strategy != spec.routing.strategy:
+            if old_model and old_model != model:
+                self.gw.routes.pop(old_model, None)
+            route = self.gw.new_route(
+                model,
+                spec.routing.strategy,
+                spec.routing.weights,
+                tokenizer_for(spec.model.tokenizer or spec.model.source),
+            )
+            route.pool = key
+            self.gw.routes[model] = route
+        self.pools[key] = model
+        self._sync_endpoints(key)
+
+    def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        key = (meta["namespace"], (meta.get("labels") or {}).get(POOL_LABEL, ""))
+        pods = self.pods.setdefault(key, {})
+        url = None if kind == "DELETED" else endpoint_url(pod)
+        if url is None:
+            gone = pods.pop(meta["uid"], None)
+            if gone:
+                with contextlib.suppress(Exception):
+                    self.gw.ingest.forget_pod(gone.split("//", 1)[1])
+        else:
+            pods[meta["uid"]] = url
+        self._sync_endpoints(key)
+
+    def _sync_endpoints(self, key: tuple[str, str]) -> None:
+        model = self.pools.get(key)
+        route = self.gw.routes.get(model) if model else None
+        if route is None:
+            return
+        wanted = set(self.pods.get(key, {}).values())
+        kept = [e for e in route.endpoints if e.url in wanted]
+        have = {e.url for e in kept}
+        route.endpoints = kept + [Endpoint(u) for u in sorted(wanted - have)]

@@ -1,0 +1,65 @@
+"""What the gateway routes: one PoolRoute per served model, its endpoints, tokenizer and routing presets.
+
+Static discovery makes one route from the command line; Kubernetes discovery keeps one per ModelPool
+(spec.model.name → the pool's Ready engine pods, spec.routing → the default strategy and weights).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from headway.api.modelpool import ScorerWeights
+from headway.gateway.endpoints import Endpoint
+from headway.gateway.routing.pipeline import STRATEGIES, Pipeline, build_pipeline
+from headway.kvcache.index import InMemoryIndex
+from headway.kvcache.tokenizer import ModelTokenizer
+
+
+@dataclass
+class PoolRoute:
+    model: str
+    strategy: str
+    pipelines: dict[str, Pipeline]
+    tokenizer: ModelTokenizer
+    endpoints: list[Endpoint] = field(default_factory=list)
+    pool: tuple[str, str] | None = None
+    """(namespace, name) of the ModelPool, with Kubernetes discovery."""
+
+
+def tokenizer_for(source: str | None) -> ModelTokenizer:
+    """The model's own tokenizer when its files are on this machine; otherwise none, and the gateway
+    asks an engine's /tokenize instead (exact tokens, one extra round trip)."""
+    if source and Path(source).is_dir() and (Path(source) / "tokenizer.json").is_file():
+        return ModelTokenizer(Path(source))
+    return ModelTokenizer(None, quiet=True)
+
+
+def make_route(
+    model: str,
+    strategy: str,
+    weights: ScorerWeights,
+    tokenizer: ModelTokenizer,
+    *,
+    index: InMemoryIndex,
+    history: InMemoryIndex,
+    block_sizes: dict[str, int],
+    stale_after_s: float,
+    load_bound: float,
+    rng: random.Random | None = None,
+) -> PoolRoute:
+    pipelines = {
+        s: build_pipeline(
+            s,
+            weights,
+            index=index,
+            history=history,
+            block_sizes=block_sizes,
+            stale_after_s=stale_after_s,
+            load_bound=load_bound,
+            rng=rng,
+        )
+        for s in STRATEGIES
+    }
+    return PoolRoute(model, strategy, pipelines, tokenizer)

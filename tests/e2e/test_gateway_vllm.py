@@ -1,0 +1,131 @@
+"""Two real vLLM CPU engines: their KV events populate the gateway's index, and a repeated long prompt
+goes to the engine that holds it, as that engine's own prefix-hit counter confirms."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from headway.devenv import procs
+from headway.devenv.paths import REPO_ROOT
+from headway.devenv.tinymodel import tiny_model_dir
+from tests.conftest import eventually
+
+VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
+
+
+def _up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _counter(url: str, name: str) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} missing at {url}")
+
+
+@pytest.fixture
+def vllm_pair(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
+    assert VLLM_PYTHON.exists(), "real vLLM is not installed: run `make vllm`"
+    ports, gw_port = [procs.free_port(), procs.free_port()], procs.free_port()
+    events = f"tcp://127.0.0.1:{procs.free_port()}"
+    gw = procs.spawn(
+        [
+            sys.executable,
+            "-m",
+            "headway",
+            "gateway",
+            "--model",
+            "tiny",
+            "--tokenizer",
+            str(tiny_model_dir()),
+            "--kv-events-bind",
+            events,
+            "--port",
+            str(gw_port),
+            "--speculative-ttl-s",
+            "0",
+            *[a for p in ports for a in ("-e", f"http://127.0.0.1:{p}")],
+        ],
+        tmp_path / "gateway.log",
+        cwd=tmp_path,
+    ).pid
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    pids = []
+    for port in ports:
+        kv = {
+            "enable_kv_cache_events": True,
+            "publisher": "zmq",
+            "endpoint": events,
+            "topic": f"kv@127.0.0.1:{port}@tiny",
+        }
+        argv = [
+            str(VLLM_PYTHON),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(tiny_model_dir()),
+            "--served-model-name",
+            "tiny",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--load-format",
+            "dummy",
+            "--max-model-len",
+            "2048",
+            "--enable-prefix-caching",
+            "--kv-events-config",
+            json.dumps(kv),
+        ]
+        pids.append(procs.spawn(argv, tmp_path / f"vllm-{port}.log", env=env, cwd=tmp_path).pid)
+    engines = [f"http://127.0.0.1:{p}" for p in ports]
+    try:
+        for url in [f"http://127.0.0.1:{gw_port}/healthz", *(f"{e}/health" for e in engines)]:
+            eventually(lambda url=url: _up(url), timeout_s=600, interval_s=1.0, what=f"{url} up")
+        yield f"http://127.0.0.1:{gw_port}", engines
+    finally:
+        for pid in [*pids, gw]:
+            procs.stop(pid, grace_s=20)
+
+
+def _complete(gateway: str, prompt: str) -> str:
+    body = json.dumps({"model": "tiny", "prompt": prompt, "max_tokens": 2}).encode()
+    req = urllib.request.Request(
+        f"{gateway}/v1/completions", body, {"Content-Type": "application/json", "x-headway-debug": "1"}
+    )
+    with urllib.request.urlopen(req, timeout=120) as r:
+        r.read()
+        return r.headers["x-headway-endpoint"]
+
+
+def test_repeated_long_prompt_goes_to_the_engine_that_holds_it(vllm_pair: tuple[str, list[str]]) -> None:
+    gateway, engines = vllm_pair
+    prompt = "The gateway routes each request to the engine that holds its prefix. " * 40  # 960 tokens, 7 blocks
+    eventually(lambda: _counter(gateway, "headway_kvcache_index_keys") >= 0, timeout_s=10, what="gateway metrics")
+    first = _complete(gateway, prompt)
+    holder = next(e for e in engines if e.endswith(first))
+    other = next(e for e in engines if e != holder)
+    eventually(
+        lambda: _counter(gateway, "headway_kvcache_blocks_total") >= 7,
+        timeout_s=30,
+        what="the engine's BlockStored events indexed by the gateway",
+    )
+    hits = {e: _counter(e, "vllm:prefix_cache_hits_total") for e in engines}
+    for _ in range(3):
+        assert _complete(gateway, prompt) == first
+    assert _counter(holder, "vllm:prefix_cache_hits_total") - hits[holder] == 3 * 7 * 128
+    assert _counter(other, "vllm:prefix_cache_hits_total") == hits[other]
