@@ -40,6 +40,7 @@ from headway.gateway.routing.plugins import DEFAULT_BLOCK_SIZE
 from headway.gateway.routing.types import RoutingRequest
 from headway.kvcache.index import InMemoryIndex
 from headway.kvcache.metrics import KvCacheMetrics
+from headway.kvcache.redis_index import RedisLookup, RedisMirror
 from headway.kvcache.subscriber import KvEventIngest, subscribe
 from headway.kvcache.tokenizer import ChatTemplateError, ModelTokenizer
 
@@ -64,6 +65,13 @@ class Gateway:
         self.history = InMemoryIndex()
         self.ingest = KvEventIngest(self.index, KvCacheMetrics(self.registry))
         self.routes: dict[str, PoolRoute] = {}
+        self.mirror: RedisMirror | None = None
+        self.shared: RedisLookup | None = None
+        if cfg.redis_url:
+            self.mirror = RedisMirror(cfg.redis_url, self.registry)
+            self.mirror.index = self.index
+            self.index.listener = self.mirror
+            self.shared = RedisLookup(cfg.redis_url)
         if cfg.discovery == "static":
             assert cfg.model is not None
             route = self.new_route(cfg.model, cfg.strategy, cfg.weights, tokenizer_for(cfg.tokenizer))
@@ -106,6 +114,8 @@ class Gateway:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=30)
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         tasks = [asyncio.create_task(scrape_forever(self.all_endpoints, self.session, self.cfg.scrape_interval_s))]
+        if self.mirror is not None:
+            tasks.append(asyncio.create_task(self.mirror.run()))
         if self.cfg.discovery == "kubernetes":
             from headway.gateway.discovery import KubernetesDiscovery
 
@@ -118,6 +128,8 @@ class Gateway:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        if self.shared is not None:
+            await self.shared.close()
         await self.session.close()
 
     @web.middleware
@@ -254,6 +266,8 @@ class Gateway:
         deadline = time.monotonic() + self.cfg.hold_s
         held, reason = False, "no ready endpoint"
         while True:
+            if self.shared is not None and strategy == "kv-aware":
+                await self._read_shared(rr, route)
             decision = route.pipelines[strategy].decide(rr, route.endpoints)
             if not held:
                 self.metrics.routing.labels(strategy).observe(time.perf_counter() - t0)
@@ -268,6 +282,19 @@ class Gateway:
                 held = True
                 self.metrics.held.inc()
             await asyncio.sleep(0.1)
+
+    async def _read_shared(self, rr: RoutingRequest, route: PoolRoute) -> None:
+        """Cached prefixes other replicas know of, read from Redis before scoring (skipped if it is down)."""
+        assert self.shared is not None
+        by_size: dict[int, list[str]] = {}
+        for ep in route.endpoints:
+            by_size.setdefault(self.ingest.block_sizes.get(ep.id) or ep.block_size or DEFAULT_BLOCK_SIZE, []).append(
+                ep.id
+            )
+        for size, pods in by_size.items():
+            matched = await self.shared.longest_prefix(rr.keys(size), pods)
+            if matched is not None:
+                rr.shared_matches[size] = matched
 
     async def _forward(
         self, request: web.Request, body: bytes, rr: RoutingRequest, decision: Decision, strategy: str, *, stream: bool

@@ -32,6 +32,9 @@ def gateway(
     kv_events_bind: Annotated[str | None, typer.Option(help="Bind this ZMQ endpoint for engines' KV events.")] = None,
     weights: Annotated[str | None, typer.Option(help="Scorer weights, e.g. prefix=3,queue=2,kvUtilization=2.")] = None,
     speculative_ttl_s: Annotated[float, typer.Option(min=0.0, help="Lifetime of a routed prefix's entries.")] = 2.0,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Share the KV index through this Redis, e.g. redis://127.0.0.1:6379/0.")
+    ] = None,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body accepted.")] = 16 * 1024**2,
     host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
@@ -55,6 +58,7 @@ def gateway(
             weights=parsed,
             speculative_ttl_s=speculative_ttl_s,
             max_body_bytes=max_body_bytes,
+            redis_url=redis_url,
         )
     except ValueError as e:
         if not isinstance(e, ValidationError):

@@ -16,16 +16,34 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 from headway.kvcache.keys import chain, root_key
 
 _EXACT = 0.0  # expiry marker of an entry reported by the engine itself (never expires)
 
 
+class IndexListener(Protocol):
+    """Told of every change, e.g. to mirror the index into Redis for other gateway replicas."""
+
+    def added(self, pod: str, key: int, ttl_s: float) -> None:
+        """ttl_s 0: reported by the engine (no expiry); > 0: speculative."""
+
+    def removed(self, pod: str, key: int) -> None: ...
+    def cleared(self, pod: str) -> None: ...
+
+
 class InMemoryIndex:
-    def __init__(self, *, max_keys: int = 2_000_000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        max_keys: int = 2_000_000,
+        clock: Callable[[], float] = time.monotonic,
+        listener: IndexListener | None = None,
+    ) -> None:
         self.max_keys = max_keys
         self._clock = clock
+        self.listener = listener
         self._holders: OrderedDict[int, dict[str, float]] = OrderedDict()
         self._by_engine: dict[tuple[str, int], int] = {}
         self._pod_keys: dict[str, set[int]] = {}
@@ -42,11 +60,15 @@ class InMemoryIndex:
                 old, old_holders = self._holders.popitem(last=False)
                 for p in old_holders:
                     self._pod_keys.get(p, set()).discard(old)
+                    if self.listener:
+                        self.listener.removed(p, old)
                 self.evicted_keys += 1
         else:
             self._holders.move_to_end(key)
         if expiry == _EXACT or holders.get(pod, 1.0) != _EXACT:
             holders[pod] = expiry
+            if self.listener:
+                self.listener.added(pod, key, 0.0 if expiry == _EXACT else max(0.001, expiry - self._clock()))
         self._pod_keys.setdefault(pod, set()).add(key)
 
     def store(
@@ -83,6 +105,8 @@ class InMemoryIndex:
             holders = self._holders.get(key)
             if holders is not None and holders.pop(pod, None) is not None:
                 removed += 1
+                if self.listener:
+                    self.listener.removed(pod, key)
                 if not holders:
                     del self._holders[key]
             self._pod_keys.get(pod, set()).discard(key)
@@ -97,6 +121,8 @@ class InMemoryIndex:
                 if not holders:
                     del self._holders[key]
         self._by_engine = {k: v for k, v in self._by_engine.items() if k[0] != pod}
+        if self.listener:
+            self.listener.cleared(pod)
         return len(keys)
 
     def speculate(self, pod: str, keys: Sequence[int], ttl_s: float) -> None:
@@ -119,6 +145,10 @@ class InMemoryIndex:
                 matched[p] = i + 1
             self._holders.move_to_end(key)
         return matched
+
+    def entries(self) -> list[tuple[int, dict[str, float]]]:
+        """A snapshot of every key and its holders (expiry 0.0: engine-reported), for a full resync."""
+        return [(k, dict(h)) for k, h in self._holders.items()]
 
     def pods(self) -> set[str]:
         return {p for p, keys in self._pod_keys.items() if keys}

@@ -44,7 +44,8 @@ class LoadBoundFilter:
 
 class PrefixCacheScorer:
     """Fraction of the prompt's full blocks the endpoint holds as a cached prefix, from the KV index
-    (engine events plus short-lived speculative entries). 0 for every endpoint when nothing matches."""
+    (engine events plus short-lived speculative entries), or from the shared Redis index when that knows
+    more. 0 for every endpoint when nothing matches."""
 
     def __init__(self, index: InMemoryIndex, block_sizes: Mapping[str, int]) -> None:
         self.index, self.block_sizes = index, block_sizes
@@ -61,7 +62,8 @@ class PrefixCacheScorer:
                 out.update(dict.fromkeys((e.id for e in group), 0.0))
                 continue
             matched = self.index.longest_prefix(keys, (e.id for e in group))
-            out.update({e.id: matched.get(e.id, 0) / len(keys) for e in group})
+            shared = request.shared_matches.get(size, {})
+            out.update({e.id: max(matched.get(e.id, 0), shared.get(e.id, 0)) / len(keys) for e in group})
         return out
 
 

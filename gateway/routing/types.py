@@ -15,6 +15,8 @@ class RoutingRequest:
     model: str
     tokens: list[int]
     _keys: dict[int, list[int]] = field(default_factory=dict)
+    shared_matches: dict[int, dict[str, int]] = field(default_factory=dict)
+    """Per block size, cached-prefix blocks per pod read from the shared (Redis) index before scoring."""
 
     def keys(self, block_size: int) -> list[int]:
         """Block keys of the prompt for one block size, computed once per size."""

@@ -20,7 +20,8 @@ import pytest
 
 from headway.devenv import procs
 from headway.devenv.tinymodel import tiny_model_dir
-from tests.conftest import eventually
+from tests.e2e.fleet import start_engines as _start_engines
+from tests.e2e.fleet import wait_http as _wait_http
 
 
 @dataclass
@@ -29,58 +30,6 @@ class Fleet:
     gateway: str
     pids: list[int]
     events_endpoint: str
-
-
-def _wait_http(url: str, timeout_s: float = 60) -> None:
-    def up() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    eventually(up, timeout_s=timeout_s, what=f"{url} answering")
-
-
-def _start_engines(work: Path, ports: list[int], events: str) -> list[int]:
-    pids = []
-    for port in ports:
-        kv = {
-            "enable_kv_cache_events": True,
-            "publisher": "zmq",
-            "endpoint": events,
-            "topic": f"kv@127.0.0.1:{port}@tiny",
-        }
-        argv = [
-            sys.executable,
-            "-m",
-            "headway",
-            "sim",
-            "--model",
-            str(tiny_model_dir()),
-            "--served-model-name",
-            "tiny",
-            "--port",
-            str(port),
-            "--gpu-profile",
-            "L4",
-            "--time-scale",
-            "2",
-            "--block-size",
-            "16",
-            "--kv-cache-blocks",
-            "160",
-            "--max-model-len",
-            "2048",
-            "--kv-events-config",
-            json.dumps(kv),
-            "--log-level",
-            "warning",
-        ]
-        pids.append(procs.spawn(argv, work / f"engine-{port}.log", cwd=work).pid)
-    for port in ports:
-        _wait_http(f"http://127.0.0.1:{port}/health")
-    return pids
 
 
 @pytest.fixture

@@ -1,0 +1,86 @@
+"""Simulated engines and gateways as local processes on 127.0.0.1, for gateway tests without a cluster."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+from headway.devenv import procs
+from headway.devenv.tinymodel import tiny_model_dir
+from tests.conftest import eventually
+
+
+def wait_http(url: str, timeout_s: float = 60) -> None:
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    eventually(up, timeout_s=timeout_s, what=f"{url} answering")
+
+
+def start_engines(work: Path, ports: list[int], events: str) -> list[int]:
+    pids = []
+    for port in ports:
+        kv = {
+            "enable_kv_cache_events": True,
+            "publisher": "zmq",
+            "endpoint": events,
+            "topic": f"kv@127.0.0.1:{port}@tiny",
+        }
+        argv = [
+            sys.executable,
+            "-m",
+            "headway",
+            "sim",
+            "--model",
+            str(tiny_model_dir()),
+            "--served-model-name",
+            "tiny",
+            "--port",
+            str(port),
+            "--gpu-profile",
+            "L4",
+            "--time-scale",
+            "2",
+            "--block-size",
+            "16",
+            "--kv-cache-blocks",
+            "160",
+            "--max-model-len",
+            "2048",
+            "--kv-events-config",
+            json.dumps(kv),
+            "--log-level",
+            "warning",
+        ]
+        pids.append(procs.spawn(argv, work / f"engine-{port}.log", cwd=work).pid)
+    for port in ports:
+        wait_http(f"http://127.0.0.1:{port}/health")
+    return pids
+
+
+def start_gateway(work: Path, ports: list[int], *args: str, name: str = "gateway") -> tuple[str, int]:
+    """A static-discovery gateway over the engines on `ports`; returns (url, pid)."""
+    port = procs.free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "headway",
+        "gateway",
+        "--model",
+        "tiny",
+        "--tokenizer",
+        str(tiny_model_dir()),
+        "--port",
+        str(port),
+        *[a for p in ports for a in ("-e", f"http://127.0.0.1:{p}")],
+        *args,
+    ]
+    pid = procs.spawn(argv, work / f"{name}.log", cwd=work).pid
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    return f"http://127.0.0.1:{port}", pid
