@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from headway.kvcache.index import InMemoryIndex
 
@@ -154,8 +155,10 @@ class RedisLookup:
                 for k in keys:
                     pipe.hgetall(f"{self.prefix}:k:{k}")
                 rows = await pipe.execute()
-        except (RedisError, OSError, TimeoutError):
-            self._down_until = time.monotonic() + self.retry_after_s
+        except (RedisTimeout, TimeoutError):
+            return None  # slow this once: route on local state, but ask again next time
+        except (RedisError, OSError):
+            self._down_until = time.monotonic() + self.retry_after_s  # down: stop asking for a while
             return None
         now = time.time()
         live, matched = set(pods), dict.fromkeys(pods, 0)
