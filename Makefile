@@ -57,8 +57,14 @@ demo: venv cluster-binaries services vllm
 demo-down: venv
 	@$(PY) -m headway dev demo --down
 
-bench: venv cluster-binaries
+bench: venv cluster-binaries services vllm
+	@bash hack/install-bench-tools.sh
 	$(PY) -m headway bench cluster-startup
+	$(PY) -m headway bench sim-capacity
+	$(PY) -m headway bench operator-scale
+	$(PY) -m headway bench routing-decision
+	$(PY) -m headway bench kv-ingest
+	$(PY) -m headway bench gateway-overhead --vllm-router .venv-bench/bin/vllm-router
 
 clean:
-	rm -rf $(VENV) .venv-vllm .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm .venv-bench .pytest_cache .ruff_cache
