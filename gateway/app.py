@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from headway.api.modelpool import ScorerWeights
+from headway.gateway.auth import ApiKeys, Authenticator
 from headway.gateway.config import GatewayConfig
 from headway.gateway.endpoints import Endpoint, scrape_forever
 from headway.gateway.errors import (
@@ -79,6 +81,7 @@ class Gateway:
             if cfg.tokenizer and not route.tokenizer.exact:
                 raise ValueError(f"--tokenizer {cfg.tokenizer}: no tokenizer.json there")
             self.routes[cfg.model] = route
+        self.auth = Authenticator(ApiKeys.load(Path(cfg.api_keys_file)), cfg.redis_url) if cfg.api_keys_file else None
         self.in_flight = 0
         self.session: aiohttp.ClientSession | None = None
 
@@ -137,7 +140,8 @@ class Gateway:
         try:
             return await handler(request)
         except GatewayError as e:
-            headers = {"Retry-After": "1"} if e.status in (429, 503) else {}
+            retry = getattr(e, "retry_after_s", 1)
+            headers = {"Retry-After": str(retry)} if e.status in (429, 503) else {}
             return web.Response(status=e.status, body=e.body(), content_type="application/json", headers=headers)
 
     # ----- small routes
@@ -228,6 +232,7 @@ class Gateway:
 
     async def _proxy(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         t0 = time.perf_counter()
+        key = self.auth.authenticate(request.headers.get("Authorization")) if self.auth else None
         body = await self._read_body(request)
         fields = parse_routing_fields(body, chat=chat)
         route = self.routes.get(fields.model)
@@ -237,6 +242,8 @@ class Gateway:
         if self.in_flight >= self.cfg.max_in_flight:
             raise Overloaded(f"{self.in_flight} requests in flight; retry shortly")
         rr = RoutingRequest(fields.model, await self._tokens(route, fields))
+        if key is not None and self.auth is not None:
+            await self.auth.charge(key, len(rr.tokens) + (fields.max_tokens or 16))
         code = 502
         try:
             resp = await self._route_and_forward(request, body, rr, route, strategy, stream=bool(fields.stream), t0=t0)

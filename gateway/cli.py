@@ -35,6 +35,7 @@ def gateway(
     redis_url: Annotated[
         str | None, typer.Option(help="Share the KV index through this Redis, e.g. redis://127.0.0.1:6379/0.")
     ] = None,
+    api_keys_file: Annotated[str | None, typer.Option(help="YAML/JSON of hashed API keys and their limits.")] = None,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body accepted.")] = 16 * 1024**2,
     host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
@@ -59,6 +60,7 @@ def gateway(
             speculative_ttl_s=speculative_ttl_s,
             max_body_bytes=max_body_bytes,
             redis_url=redis_url,
+            api_keys_file=api_keys_file,
         )
     except ValueError as e:
         if not isinstance(e, ValidationError):
@@ -85,7 +87,7 @@ def gateway(
         pass
     try:
         gw = Gateway(cfg)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     web.run_app(gw.app(), host=cfg.host, port=cfg.port, print=None, access_log=None)

@@ -18,12 +18,14 @@ class CompletionFields(msgspec.Struct, frozen=True):
     model: str
     prompt: str | list[Any] | None = None
     stream: bool | None = False
+    max_tokens: int | None = None
 
 
 class ChatFields(msgspec.Struct, frozen=True):
     model: str
     messages: list[Message]
     stream: bool | None = False
+    max_tokens: int | None = None
 
 
 _COMPLETION = msgspec.json.Decoder(CompletionFields)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from tokenizers import Tokenizer
 from headway.devenv import procs
 from headway.devenv.services import RedisServer
 from headway.devenv.tinymodel import tiny_model_dir
+from headway.gateway.auth import hash_key
 from headway.kvcache.keys import block_keys, root_key
 from headway.kvcache.redis_index import RedisLookup
 from tests.conftest import eventually
@@ -131,3 +133,42 @@ def test_redis_killed_mid_load_fails_no_request_and_sharing_resumes(replicas: Re
     # A replica that found Redis down stops asking for RedisLookup's retry interval; let that pass.
     time.sleep(RedisLookup(replicas.redis.url).retry_after_s + 0.2)
     _shared_prefix_lands_on_one_pod(replicas, "after-restart")
+
+
+def test_api_keys_are_checked_and_limits_shared_through_redis(tmp_path: Path) -> None:
+    redis_srv = RedisServer(tmp_path / "redis").start()
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(
+        f"keys:\n- {{name: team-a, sha256: {hash_key('sk-a')}, rpm: 4}}\n"
+        f"- {{name: team-b, sha256: {hash_key('sk-b')}, tpm: 100}}\n"
+    )
+    port = procs.free_port()
+    gw1, p1 = start_gateway(tmp_path, [port], "--api-keys-file", str(keys), "--redis-url", redis_srv.url, name="k1")
+    gw2, p2 = start_gateway(tmp_path, [port], "--api-keys-file", str(keys), "--redis-url", redis_srv.url, name="k2")
+    engines = start_engines(tmp_path, [port], f"tcp://127.0.0.1:{procs.free_port()}")
+    try:
+
+        def call(gw: str, key: str | None, max_tokens: int = 2) -> tuple[int, dict, str | None]:
+            headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+            body = json.dumps({"model": "tiny", "prompt": "hello", "max_tokens": max_tokens}).encode()
+            req = urllib.request.Request(f"{gw}/v1/completions", body, headers)
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return r.status, json.loads(r.read()), None
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read()), e.headers.get("Retry-After")
+
+        assert call(gw1, None)[0] == 401
+        assert call(gw1, "sk-wrong")[1]["error"]["type"] == "invalid_api_key"
+        # 4 requests a minute for team-a, counted across both replicas (a window edge may split them).
+        statuses = [call(gw, "sk-a")[0] for gw in (gw1, gw2, gw1, gw2, gw1, gw2, gw1, gw2, gw1)]
+        assert statuses.count(429) >= 1 and statuses[:4].count(200) >= 3
+        _, out, retry = next(c for c in (call(gw2, "sk-a") for _ in range(5)) if c[0] == 429)
+        assert "requests per minute" in out["error"]["message"] and retry is not None and 1 <= int(retry) <= 60
+        # team-b: 100 tokens a minute; asking for 90 completion tokens twice goes over.
+        assert call(gw1, "sk-b", 90)[0] == 200
+        assert call(gw2, "sk-b", 90)[0] == 429
+    finally:
+        for pid in [*engines, p1, p2]:
+            procs.stop(pid)
+        redis_srv.stop()
