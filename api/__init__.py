@@ -3,7 +3,7 @@
 `headway.api` imports no other headway package, so any component may import it.
 """
 
-from headway.api.errors import HeadwayError
+from headway.api.errors import ApiError, HeadwayError
 from headway.api.labels import (
     CONTROL_PLANE_LABEL,
     CONTROL_PLANE_VALUE,
@@ -30,5 +30,6 @@ __all__ = [
     "MANAGED_BY_VALUE",
     "POOL_LABEL",
     "VARIANT_LABEL",
+    "ApiError",
     "HeadwayError",
 ]

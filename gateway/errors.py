@@ -1,36 +1,26 @@
 """Gateway errors, rendered once in OpenAI's envelope `{"error": {message, type, param, code}}`.
 
 HeadwayError
-└── GatewayError            (status, OpenAI error type)
-    ├── InvalidRequest      400 invalid_request_error
-    ├── BodyTooLarge        413 invalid_request_error
-    ├── ModelNotFound       404 not_found_error
-    ├── Overloaded          429 rate_limit_error
-    ├── NoReadyEndpoint     503 service_unavailable
-    └── UpstreamFailed      502 upstream_error
+└── ApiError                    (renders the envelope, headway.api.errors)
+    └── GatewayError            500 internal_error
+        ├── InvalidRequest      400 invalid_request_error
+        ├── Unauthorized        401 invalid_api_key        (gateway.auth)
+        ├── BodyTooLarge        413 invalid_request_error
+        ├── ModelNotFound       404 not_found_error
+        ├── Overloaded          429 rate_limit_error
+        ├── NoReadyEndpoint     503 service_unavailable
+        └── UpstreamFailed      502 upstream_error
 """
 
 from __future__ import annotations
 
-import json
 from typing import ClassVar
 
-from headway.api.errors import HeadwayError
+from headway.api.errors import ApiError
 
 
-class GatewayError(HeadwayError):
-    status: ClassVar[int] = 500
+class GatewayError(ApiError):
     error_type: ClassVar[str] = "internal_error"
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message, self.param = message, param
-
-    def body(self) -> bytes:
-        return json.dumps(
-            {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.status}},
-            separators=(",", ":"),
-        ).encode()
 
 
 class InvalidRequest(GatewayError):

@@ -84,3 +84,16 @@ def start_gateway(work: Path, ports: list[int], *args: str, name: str = "gateway
     pid = procs.spawn(argv, work / f"{name}.log", cwd=work).pid
     wait_http(f"http://127.0.0.1:{port}/healthz")
     return f"http://127.0.0.1:{port}", pid
+
+
+def metric_value(url: str, name: str, **labels: str) -> float:
+    """One sample from a /metrics page: `name` with at least these labels (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0

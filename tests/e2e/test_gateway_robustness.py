@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from headway.devenv import procs
 from tests.conftest import eventually
-from tests.e2e.fleet import start_engines, start_gateway
+from tests.e2e.fleet import metric_value, start_engines, start_gateway
 
 
 @pytest.fixture(scope="module")
@@ -88,19 +88,13 @@ def test_client_hanging_up_aborts_the_engine_request_and_frees_the_slot(single: 
 
     asyncio.run(hang_up())
 
-    def metric(url: str, prefix: str) -> float:
-        for line in urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode().splitlines():
-            if line.startswith(prefix):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
     eventually(
-        lambda: metric(engine, 'vllm:request_success_total{engine="0",finished_reason="abort"') >= 1,
+        lambda: metric_value(engine, "vllm:request_success_total", finished_reason="abort") >= 1,
         timeout_s=10,
         what="the engine aborted the request",
     )
     eventually(
-        lambda: metric(gw, "headway_gateway_in_flight_requests ") == 0,
+        lambda: metric_value(gw, "headway_gateway_in_flight_requests") == 0,
         timeout_s=10,
         what="the gateway freed the in-flight slot",
     )

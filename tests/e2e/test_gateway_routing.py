@@ -20,6 +20,7 @@ import pytest
 
 from headway.devenv import procs
 from headway.devenv.tinymodel import tiny_model_dir
+from tests.e2e.fleet import metric_value
 from tests.e2e.fleet import start_engines as _start_engines
 from tests.e2e.fleet import wait_http as _wait_http
 
@@ -69,14 +70,6 @@ def _restart_engines(f: Fleet, work: Path) -> None:
     f.pids = _start_engines(work, [int(u.rsplit(":", 1)[1]) for u in f.engines], f.events_endpoint)
 
 
-def _counter(url: str, name: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} missing at {url}")
-
-
 def workload(seed: int) -> list[str]:
     rng = random.Random(seed)
     groups = [
@@ -111,11 +104,11 @@ async def _run(gateway: str, strategy: str, prompts: list[str], concurrency: int
 
 
 def _measure(f: Fleet, strategy: str, prompts: list[str]) -> tuple[float, float]:
-    hits0 = sum(_counter(e, "vllm:prefix_cache_hits_total") for e in f.engines)
-    queries0 = sum(_counter(e, "vllm:prefix_cache_queries_total") for e in f.engines)
+    hits0 = sum(metric_value(e, "vllm:prefix_cache_hits_total") for e in f.engines)
+    queries0 = sum(metric_value(e, "vllm:prefix_cache_queries_total") for e in f.engines)
     ttfts = asyncio.run(_run(f.gateway, strategy, prompts))
-    hits = sum(_counter(e, "vllm:prefix_cache_hits_total") for e in f.engines) - hits0
-    queries = sum(_counter(e, "vllm:prefix_cache_queries_total") for e in f.engines) - queries0
+    hits = sum(metric_value(e, "vllm:prefix_cache_hits_total") for e in f.engines) - hits0
+    queries = sum(metric_value(e, "vllm:prefix_cache_queries_total") for e in f.engines) - queries0
     return hits / queries, statistics.quantiles(ttfts, n=10)[-1]
 
 

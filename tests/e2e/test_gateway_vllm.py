@@ -16,24 +16,9 @@ from headway.devenv import procs
 from headway.devenv.paths import REPO_ROOT
 from headway.devenv.tinymodel import tiny_model_dir
 from tests.conftest import eventually
+from tests.e2e.fleet import metric_value, wait_http
 
 VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
-
-
-def _up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
-def _counter(url: str, name: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} missing at {url}")
 
 
 @pytest.fixture
@@ -95,7 +80,7 @@ def vllm_pair(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     engines = [f"http://127.0.0.1:{p}" for p in ports]
     try:
         for url in [f"http://127.0.0.1:{gw_port}/healthz", *(f"{e}/health" for e in engines)]:
-            eventually(lambda url=url: _up(url), timeout_s=600, interval_s=1.0, what=f"{url} up")
+            wait_http(url, timeout_s=600)
         yield f"http://127.0.0.1:{gw_port}", engines
     finally:
         for pid in [*pids, gw]:
@@ -115,17 +100,17 @@ def _complete(gateway: str, prompt: str) -> str:
 def test_repeated_long_prompt_goes_to_the_engine_that_holds_it(vllm_pair: tuple[str, list[str]]) -> None:
     gateway, engines = vllm_pair
     prompt = "The gateway routes each request to the engine that holds its prefix. " * 40  # 960 tokens, 7 blocks
-    eventually(lambda: _counter(gateway, "headway_kvcache_index_keys") >= 0, timeout_s=10, what="gateway metrics")
+    eventually(lambda: metric_value(gateway, "headway_kvcache_index_keys") >= 0, timeout_s=10, what="gateway metrics")
     first = _complete(gateway, prompt)
     holder = next(e for e in engines if e.endswith(first))
     other = next(e for e in engines if e != holder)
     eventually(
-        lambda: _counter(gateway, "headway_kvcache_blocks_total") >= 7,
+        lambda: metric_value(gateway, "headway_kvcache_blocks_total") >= 7,
         timeout_s=30,
         what="the engine's BlockStored events indexed by the gateway",
     )
-    hits = {e: _counter(e, "vllm:prefix_cache_hits_total") for e in engines}
+    hits = {e: metric_value(e, "vllm:prefix_cache_hits_total") for e in engines}
     for _ in range(3):
         assert _complete(gateway, prompt) == first
-    assert _counter(holder, "vllm:prefix_cache_hits_total") - hits[holder] == 3 * 7 * 128
-    assert _counter(other, "vllm:prefix_cache_hits_total") == hits[other]
+    assert metric_value(holder, "vllm:prefix_cache_hits_total") - hits[holder] == 3 * 7 * 128
+    assert metric_value(other, "vllm:prefix_cache_hits_total") == hits[other]
