@@ -54,6 +54,7 @@ METRIC_KVCACHE_DECODE_ERRORS = "headway_kvcache_decode_errors_total"
 METRIC_KVCACHE_LAG = "headway_kvcache_event_lag_seconds"
 METRIC_KVCACHE_KEYS = "headway_kvcache_index_keys"
 METRIC_KVCACHE_LOOKUP = "headway_kvcache_lookup_duration_seconds"
+METRIC_KVCACHE_REPLAYS = "headway_kvcache_replays_total"
 
 # Metric names of the gateway.
 METRIC_GATEWAY_REQUESTS = "headway_gateway_requests_total"

@@ -65,7 +65,7 @@ class Gateway:
         self.metrics = GatewayMetrics(self.registry)
         self.index = InMemoryIndex()
         self.history = InMemoryIndex()
-        self.ingest = KvEventIngest(self.index, KvCacheMetrics(self.registry))
+        self.ingest = KvEventIngest(self.index, KvCacheMetrics(self.registry), replay_port=cfg.kv_replay_port)
         self.routes: dict[str, PoolRoute] = {}
         self.mirror: RedisMirror | None = None
         self.shared: RedisLookup | None = None

@@ -35,6 +35,7 @@ def gateway(
     redis_url: Annotated[
         str | None, typer.Option(help="Share the KV index through this Redis, e.g. redis://127.0.0.1:6379/0.")
     ] = None,
+    kv_replay_port: Annotated[int | None, typer.Option(help="Engines' KV-event replay port, to fill gaps.")] = None,
     api_keys_file: Annotated[str | None, typer.Option(help="YAML/JSON of hashed API keys and their limits.")] = None,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body accepted.")] = 16 * 1024**2,
     host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
@@ -61,6 +62,7 @@ def gateway(
             max_body_bytes=max_body_bytes,
             redis_url=redis_url,
             api_keys_file=api_keys_file,
+            kv_replay_port=kv_replay_port,
         )
     except ValueError as e:
         if not isinstance(e, ValidationError):

@@ -31,6 +31,12 @@ class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
     weights: ScorerWeights = Field(default_factory=ScorerWeights)
     kv_events_bind: str | None = Field(None, description="ZMQ endpoint to bind for engines' KV events.")
     api_keys_file: str | None = Field(None, description="API keys (hashed) and their limits; none: no auth.")
+    kv_replay_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Engines' KV-event replay port: fill sequence gaps from it (the operator configures 5558).",
+    )
     redis_url: str | None = Field(None, description="Share the KV index (and speculative entries) through Redis.")
     scrape_interval_s: float = Field(0.25, gt=0, description="Engine /metrics scrape period.")
     stale_after_s: float = Field(2.0, gt=0, description="Metrics older than this make an endpoint stale.")

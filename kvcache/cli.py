@@ -24,13 +24,14 @@ def kvcache(
     host: Annotated[str, typer.Option(help="Address of /metrics and /healthz.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 9465,
     max_keys: Annotated[int, typer.Option(min=1, help="Block keys kept in memory (LRU).")] = 2_000_000,
+    kv_replay_port: Annotated[int | None, typer.Option(help="Engines' KV-event replay port, to fill gaps.")] = None,
 ) -> None:
     """Run the KV-event indexer alone: engines' events in, the shared index in Redis out."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(_serve(bind, redis_url, host, port, max_keys))
+    asyncio.run(_serve(bind, redis_url, host, port, max_keys, kv_replay_port))
 
 
-async def _serve(bind: str, redis_url: str, host: str, port: int, max_keys: int) -> None:
+async def _serve(bind: str, redis_url: str, host: str, port: int, max_keys: int, replay_port: int | None) -> None:
     from aiohttp import web
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -43,7 +44,7 @@ async def _serve(bind: str, redis_url: str, host: str, port: int, max_keys: int)
     mirror = RedisMirror(redis_url, registry)
     index = InMemoryIndex(max_keys=max_keys, listener=mirror)
     mirror.index = index
-    ingest = KvEventIngest(index, KvCacheMetrics(registry))
+    ingest = KvEventIngest(index, KvCacheMetrics(registry), replay_port=replay_port)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "keys": len(index), "redis": mirror.healthy})

@@ -12,6 +12,7 @@ from headway.api.labels import (
     METRIC_KVCACHE_KEYS,
     METRIC_KVCACHE_LAG,
     METRIC_KVCACHE_LOOKUP,
+    METRIC_KVCACHE_REPLAYS,
 )
 
 
@@ -27,9 +28,13 @@ class KvCacheMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=registry,
         )
+        self.replays = Counter(
+            METRIC_KVCACHE_REPLAYS, "Replays asked of an engine after a sequence gap.", ("outcome",), registry=registry
+        )
         self.keys = Gauge(METRIC_KVCACHE_KEYS, "Block keys held by the index.", registry=registry)
         self.lookup = Histogram(
             METRIC_KVCACHE_LOOKUP,
+            METRIC_KVCACHE_REPLAYS,
             "Longest-prefix lookup time.",
             buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01),
             registry=registry,

@@ -8,6 +8,7 @@ ones apply (its cache was lost with the process).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,12 +17,14 @@ import zmq
 import zmq.asyncio
 
 from headway.kvcache.events import (
+    REPLAY_END,
     AllBlocksCleared,
     BlockRemoved,
     BlockStored,
     EventDecodeError,
     decode_batch,
     decode_seq,
+    encode_seq,
 )
 from headway.kvcache.index import InMemoryIndex
 from headway.kvcache.metrics import KvCacheMetrics
@@ -43,7 +46,70 @@ class KvEventIngest:
     metrics: KvCacheMetrics
     block_sizes: dict[str, int] = field(default_factory=dict)
     """Block size per pod, as its events report it (the gateway computes request keys with it)."""
+    replay_port: int | None = None
+    """Engines' replay socket port (vLLM's `replay_endpoint` bound on the pod); None: gaps are only counted."""
+    replay_timeout_s: float = 2.0
     _last_seq: dict[str, int] = field(default_factory=dict)
+    _replaying: dict[str, list[tuple[bytes, bytes, bytes]]] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def receive(self, topic_raw: bytes, seq_raw: bytes, payload: bytes) -> None:
+        """Apply a frame, unless it reveals a gap that the engine's replay socket can fill: then hold this
+        engine's frames, fetch the missed batches, and apply everything in sequence order."""
+        parsed = parse_topic(topic_raw.decode(errors="replace"))
+        if parsed is None:
+            return
+        pod = parsed[0]
+        if pod in self._replaying:
+            self._replaying[pod].append((topic_raw, seq_raw, payload))
+            return
+        last = self._last_seq.get(pod)
+        try:
+            seq = decode_seq(seq_raw)
+        except EventDecodeError:
+            self.metrics.decode_errors.inc()
+            return
+        if self.replay_port and last is not None and seq > last + 1:
+            self._replaying[pod] = [(topic_raw, seq_raw, payload)]
+            task = asyncio.get_running_loop().create_task(self._replay(pod, topic_raw, last + 1))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        self.apply(topic_raw, seq_raw, payload)
+
+    async def _replay(self, pod: str, topic: bytes, start: int) -> None:
+        ip = pod.rsplit(":", 1)[0]
+        sock = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        got: list[tuple[int, bytes, bytes]] = []
+        outcome = "ok"
+        try:
+            sock.connect(f"tcp://{ip}:{self.replay_port}")
+            await sock.send_multipart([b"", encode_seq(start)])
+            async with asyncio.timeout(self.replay_timeout_s):
+                while True:
+                    frames = await sock.recv_multipart()
+                    seq_raw, payload = frames[-2], frames[-1]
+                    if seq_raw == REPLAY_END:
+                        break
+                    got.append((decode_seq(seq_raw), seq_raw, payload))
+        except (TimeoutError, zmq.ZMQError, EventDecodeError) as e:
+            outcome = "failed"
+            log.warning("replay from %s (from seq %d) failed: %s; the gap stays", pod, start, e)
+        finally:
+            sock.close(linger=0)
+            self.metrics.replays.labels(outcome).inc()
+        for _, seq_raw, payload in sorted(got):
+            self._apply_in_order(topic, seq_raw, payload)
+        for frame in self._replaying.pop(pod, []):
+            self._apply_in_order(*frame)
+
+    def _apply_in_order(self, topic: bytes, seq_raw: bytes, payload: bytes) -> None:
+        """Apply unless already applied (a replayed batch may also arrive live)."""
+        pod = (parse_topic(topic.decode(errors="replace")) or ("", ""))[0]
+        last = self._last_seq.get(pod)
+        if last is None or decode_seq(seq_raw) > last:
+            self.apply(topic, seq_raw, payload)
 
     def apply(self, topic_raw: bytes, seq_raw: bytes, payload: bytes) -> None:
         parsed = parse_topic(topic_raw.decode(errors="replace"))
@@ -103,6 +169,6 @@ async def subscribe(endpoint: str, ingest: KvEventIngest) -> None:
             if len(frames) != 3:
                 ingest.metrics.decode_errors.inc()
                 continue
-            ingest.apply(*frames)
+            ingest.receive(*frames)
     finally:
         sock.close(linger=0)

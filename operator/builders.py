@@ -65,6 +65,7 @@ def engine_args(pool: ModelPool, variant: Variant, cfg: OperatorConfig) -> list[
         "publisher": "zmq",
         "endpoint": cfg.kv_events_endpoint,
         "topic": f"kv@$(POD_IP):{cfg.engine_port}@{model.name}",
+        "replay_endpoint": f"tcp://$(POD_IP):{cfg.kv_replay_port}",
     }
     args = [
         model.source,

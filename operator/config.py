@@ -10,6 +10,13 @@ class OperatorConfig(BaseModel, frozen=True, extra="forbid"):
         "tcp://headway-kvcache.headway-system.svc.cluster.local:5557",
         description="ZMQ endpoint of the KV-cache indexer that engines connect to (the indexer binds).",
     )
+    kv_replay_port: int = Field(
+        5558,
+        ge=1,
+        le=65535,
+        description="Port of each engine's KV-event replay socket "
+        "(bound on the pod IP), from which the indexer fetches batches it missed.",
+    )
     engine_port: int = Field(8000, ge=1, le=65535, description="Port of the engines' OpenAI API and /metrics.")
     resync_interval_s: float = Field(60.0, gt=0, description="Full reconcile of every pool this often.")
     status_debounce_s: float = Field(0.5, ge=0, description="Coalesce status refreshes of one pool.")

@@ -90,6 +90,7 @@ def test_engine_args_carry_prefix_caching_kv_events_and_user_args_last() -> None
         "publisher": "zmq",
         "endpoint": CFG.kv_events_endpoint,
         "topic": "kv@$(POD_IP):8000@llama",
+        "replay_endpoint": "tcp://$(POD_IP):5558",
     }
     assert args[args.index("--tensor-parallel-size") + 1] == "2"
     assert args[args.index("--max-model-len") + 1] == "8192"
