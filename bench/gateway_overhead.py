@@ -112,28 +112,28 @@ def main() -> None:
         bport = procs.free_port()
         backend = spawn("backend", [sys.executable, "-c", BACKEND, str(bport)], f"http://127.0.0.1:{bport}/health")
         targets = {"backend (direct)": backend}
-        for strategy in ("round-robin", "kv-aware"):
+        for strategy, loop in (("round-robin", "uvloop"), ("kv-aware", "uvloop"), ("kv-aware", "asyncio")):
             port = procs.free_port()
-            targets[f"headway {strategy}"] = spawn(
-                f"headway-{strategy}",
-                [
-                    sys.executable,
-                    "-m",
-                    "headway",
-                    "gateway",
-                    "--model",
-                    "tiny",
-                    "--tokenizer",
-                    str(tiny_model_dir()),
-                    "-e",
-                    backend,
-                    "--strategy",
-                    strategy,
-                    "--port",
-                    str(port),
-                ],
-                f"http://127.0.0.1:{port}/healthz",
-            )
+            name = f"headway {strategy}" + (" (asyncio loop)" if loop == "asyncio" else "")
+            argv = [
+                sys.executable,
+                "-m",
+                "headway",
+                "gateway",
+                "--model",
+                "tiny",
+                "--tokenizer",
+                str(tiny_model_dir()),
+                "-e",
+                backend,
+                "--strategy",
+                strategy,
+                "--event-loop",
+                loop,
+                "--port",
+                str(port),
+            ]
+            targets[name] = spawn(f"headway-{strategy}-{loop}", argv, f"http://127.0.0.1:{port}/healthz")
         if args.vllm_router:
             for policy in ("round_robin", "cache_aware"):
                 port = procs.free_port()

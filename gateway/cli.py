@@ -38,6 +38,9 @@ def gateway(
     kv_replay_port: Annotated[int | None, typer.Option(help="Engines' KV-event replay port, to fill gaps.")] = None,
     api_keys_file: Annotated[str | None, typer.Option(help="YAML/JSON of hashed API keys and their limits.")] = None,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body accepted.")] = 16 * 1024**2,
+    event_loop: Annotated[
+        str, typer.Option(help="uvloop (measured faster; see bench gateway-overhead) or asyncio.")
+    ] = "uvloop",
     host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -81,12 +84,13 @@ def gateway(
 
     from headway.gateway.app import Gateway
 
-    try:
+    if event_loop == "uvloop":
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
-        pass
+    elif event_loop != "asyncio":
+        typer.echo("error: --event-loop must be uvloop or asyncio", err=True)
+        raise typer.Exit(2)
     try:
         gw = Gateway(cfg)
     except (ValueError, OSError) as e:
