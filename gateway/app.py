@@ -97,6 +97,7 @@ class Gateway:
             stale_after_s=self.cfg.stale_after_s,
             load_bound=self.cfg.load_bound,
             rng=self.rng,
+            observe_lookup_s=self.ingest.metrics.lookup.observe,
         )
 
     def all_endpoints(self) -> list[Endpoint]:

@@ -7,6 +7,7 @@ Static discovery makes one route from the command line; Kubernetes discovery kee
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def make_route(
     stale_after_s: float,
     load_bound: float,
     rng: random.Random | None = None,
+    observe_lookup_s: Callable[[float], None] | None = None,
 ) -> PoolRoute:
     pipelines = {
         s: build_pipeline(
@@ -59,6 +61,7 @@ def make_route(
             stale_after_s=stale_after_s,
             load_bound=load_bound,
             rng=rng,
+            observe_lookup_s=observe_lookup_s,
         )
         for s in STRATEGIES
     }

@@ -34,7 +34,6 @@ class KvCacheMetrics:
         self.keys = Gauge(METRIC_KVCACHE_KEYS, "Block keys held by the index.", registry=registry)
         self.lookup = Histogram(
             METRIC_KVCACHE_LOOKUP,
-            METRIC_KVCACHE_REPLAYS,
             "Longest-prefix lookup time.",
             buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01),
             registry=registry,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from headway.api.modelpool import ScorerWeights
@@ -77,6 +77,7 @@ def build_pipeline(
     stale_after_s: float,
     load_bound: float,
     rng: random.Random | None = None,
+    observe_lookup_s: Callable[[float], None] | None = None,
 ) -> Pipeline:
     """The preset's pipeline; an unknown name fails naming the known ones."""
     rng = rng or random.Random()  # noqa: S311 - tie-breaking, not secrets
@@ -86,7 +87,7 @@ def build_pipeline(
             strategy,
             [routable, LoadBoundFilter(load_bound)],
             [
-                ("prefix", PrefixCacheScorer(index, block_sizes), weights.prefix),
+                ("prefix", PrefixCacheScorer(index, block_sizes, observe_lookup_s), weights.prefix),
                 ("queue", QueueScorer(), weights.queue),
                 ("kv_utilization", KvUtilizationScorer(), weights.kv_utilization),
                 ("in_flight", InFlightScorer(), weights.in_flight or 1.0),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from headway.gateway.endpoints import Endpoint
 from headway.gateway.routing.types import RoutingRequest
@@ -47,8 +47,14 @@ class PrefixCacheScorer:
     (engine events plus short-lived speculative entries), or from the shared Redis index when that knows
     more. 0 for every endpoint when nothing matches."""
 
-    def __init__(self, index: InMemoryIndex, block_sizes: Mapping[str, int]) -> None:
+    def __init__(
+        self,
+        index: InMemoryIndex,
+        block_sizes: Mapping[str, int],
+        observe_lookup_s: Callable[[float], None] | None = None,
+    ) -> None:
         self.index, self.block_sizes = index, block_sizes
+        self.observe_lookup_s = observe_lookup_s
 
     def score(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -61,7 +67,10 @@ class PrefixCacheScorer:
             if not keys:
                 out.update(dict.fromkeys((e.id for e in group), 0.0))
                 continue
+            t0 = time.perf_counter()
             matched = self.index.longest_prefix(keys, (e.id for e in group))
+            if self.observe_lookup_s is not None:
+                self.observe_lookup_s(time.perf_counter() - t0)
             shared = request.shared_matches.get(size, {})
             out.update({e.id: max(matched.get(e.id, 0), shared.get(e.id, 0)) / len(keys) for e in group})
         return out

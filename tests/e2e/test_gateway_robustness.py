@@ -98,3 +98,12 @@ def test_client_hanging_up_aborts_the_engine_request_and_frees_the_slot(single: 
         timeout_s=10,
         what="the gateway freed the in-flight slot",
     )
+
+
+def test_routing_decisions_are_observable_in_gateway_metrics(single: tuple[str, str]) -> None:
+    gw, _ = single
+    prompt = json.dumps({"model": "tiny", "prompt": "observe the routing decision " * 8, "max_tokens": 1})
+    assert _status(gw, prompt.encode())[0] == 200
+    assert metric_value(gw, "headway_kvcache_lookup_duration_seconds_count") >= 1
+    assert metric_value(gw, "headway_gateway_routing_decision_duration_seconds_count", strategy="kv-aware") >= 1
+    assert metric_value(gw, "headway_gateway_requests_total", strategy="kv-aware", code="200") >= 1
