@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
@@ -23,7 +22,7 @@ import aiohttp
 
 from bench._machine import write_result
 from headway.devenv import procs
-from headway.devenv.tinymodel import tiny_model_dir
+from headway.devenv.engines import sim_argv
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -88,24 +87,17 @@ def main() -> None:
         "taskset",
         "-c",
         "0",
-        sys.executable,
-        "-m",
-        "headway",
-        "sim",
-        "--model",
-        str(tiny_model_dir()),
-        "--served-model-name",
-        "tiny",
-        "--port",
-        str(port),
-        "--time-scale",
-        str(args.time_scale),
-        "--max-num-seqs",
-        str(max(256, args.concurrency)),
-        "--max-model-len",
-        "4096",
-        "--log-level",
-        "warning",
+        *sim_argv(
+            port,
+            "--time-scale",
+            str(args.time_scale),
+            "--max-num-seqs",
+            str(max(256, args.concurrency)),
+            "--max-model-len",
+            "4096",
+            "--log-level",
+            "warning",
+        ),
     ]
     proc = procs.spawn(argv, log)
     url = f"http://127.0.0.1:{port}"

@@ -20,6 +20,7 @@ from typing import Any
 import zmq
 
 from headway.devenv import procs
+from headway.devenv.engines import kv_events_config
 from headway.devenv.paths import REPO_ROOT
 from headway.kvcache.events import EventBatch, decode_batch, decode_seq
 
@@ -95,13 +96,7 @@ def start_engine(kind: str, model_dir: Path, workdir: Path, timeout_s: float = 4
     topic = f"kv@127.0.0.1:{port}@{SERVED}"
     replay = f"tcp://127.0.0.1:{replay_port}"
     sub = Subscriber(f"tcp://127.0.0.1:{ev_port}").start()
-    kv = {
-        "enable_kv_cache_events": True,
-        "publisher": "zmq",
-        "endpoint": f"tcp://127.0.0.1:{ev_port}",
-        "topic": topic,
-        "replay_endpoint": replay,
-    }
+    kv = kv_events_config(f"tcp://127.0.0.1:{ev_port}", port, model=SERVED, replay_endpoint=replay)
     args = [
         "--model",
         str(model_dir),
@@ -118,7 +113,7 @@ def start_engine(kind: str, model_dir: Path, workdir: Path, timeout_s: float = 4
         "--num-gpu-blocks-override",
         str(NUM_BLOCKS),
         "--kv-events-config",
-        json.dumps(kv),
+        kv,
     ]
     env = dict(os.environ)
     if kind == "vllm":

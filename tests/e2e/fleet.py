@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import urllib.request
 from pathlib import Path
 
 from headway.devenv import procs
+from headway.devenv.engines import kv_events_config, sim_argv
 from headway.devenv.tinymodel import tiny_model_dir
 from tests.conftest import eventually
 
@@ -26,23 +26,8 @@ def wait_http(url: str, timeout_s: float = 60) -> None:
 def start_engines(work: Path, ports: list[int], events: str) -> list[int]:
     pids = []
     for port in ports:
-        kv = {
-            "enable_kv_cache_events": True,
-            "publisher": "zmq",
-            "endpoint": events,
-            "topic": f"kv@127.0.0.1:{port}@tiny",
-        }
-        argv = [
-            sys.executable,
-            "-m",
-            "headway",
-            "sim",
-            "--model",
-            str(tiny_model_dir()),
-            "--served-model-name",
-            "tiny",
-            "--port",
-            str(port),
+        argv = sim_argv(
+            port,
             "--gpu-profile",
             "L4",
             "--time-scale",
@@ -54,10 +39,10 @@ def start_engines(work: Path, ports: list[int], events: str) -> list[int]:
             "--max-model-len",
             "2048",
             "--kv-events-config",
-            json.dumps(kv),
+            kv_events_config(events, port),
             "--log-level",
             "warning",
-        ]
+        )
         pids.append(procs.spawn(argv, work / f"engine-{port}.log", cwd=work).pid)
     for port in ports:
         wait_http(f"http://127.0.0.1:{port}/health")

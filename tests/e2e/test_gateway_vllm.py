@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from headway.devenv import procs
+from headway.devenv.engines import kv_events_config
 from headway.devenv.paths import REPO_ROOT
 from headway.devenv.tinymodel import tiny_model_dir
 from tests.conftest import eventually
-from tests.e2e.fleet import metric_value, wait_http
+from tests.e2e.fleet import metric_value, start_gateway, wait_http
 
 VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
 
@@ -24,38 +24,13 @@ VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
 @pytest.fixture
 def vllm_pair(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     assert VLLM_PYTHON.exists(), "real vLLM is not installed: run `make vllm`"
-    ports, gw_port = [procs.free_port(), procs.free_port()], procs.free_port()
+    ports = [procs.free_port(), procs.free_port()]
     events = f"tcp://127.0.0.1:{procs.free_port()}"
-    gw = procs.spawn(
-        [
-            sys.executable,
-            "-m",
-            "headway",
-            "gateway",
-            "--model",
-            "tiny",
-            "--tokenizer",
-            str(tiny_model_dir()),
-            "--kv-events-bind",
-            events,
-            "--port",
-            str(gw_port),
-            "--speculative-ttl-s",
-            "0",
-            *[a for p in ports for a in ("-e", f"http://127.0.0.1:{p}")],
-        ],
-        tmp_path / "gateway.log",
-        cwd=tmp_path,
-    ).pid
+    gateway, gw = start_gateway(tmp_path, ports, "--kv-events-bind", events, "--speculative-ttl-s", "0")
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     pids = []
     for port in ports:
-        kv = {
-            "enable_kv_cache_events": True,
-            "publisher": "zmq",
-            "endpoint": events,
-            "topic": f"kv@127.0.0.1:{port}@tiny",
-        }
+        kv = kv_events_config(events, port)
         argv = [
             str(VLLM_PYTHON),
             "-m",
@@ -74,14 +49,14 @@ def vllm_pair(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
             "2048",
             "--enable-prefix-caching",
             "--kv-events-config",
-            json.dumps(kv),
+            kv,
         ]
         pids.append(procs.spawn(argv, tmp_path / f"vllm-{port}.log", env=env, cwd=tmp_path).pid)
     engines = [f"http://127.0.0.1:{p}" for p in ports]
     try:
-        for url in [f"http://127.0.0.1:{gw_port}/healthz", *(f"{e}/health" for e in engines)]:
+        for url in [f"{e}/health" for e in engines]:
             wait_http(url, timeout_s=600)
-        yield f"http://127.0.0.1:{gw_port}", engines
+        yield gateway, engines
     finally:
         for pid in [*pids, gw]:
             procs.stop(pid, grace_s=20)

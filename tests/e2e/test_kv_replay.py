@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -17,7 +16,7 @@ import zmq
 from prometheus_client import CollectorRegistry
 
 from headway.devenv import procs
-from headway.devenv.tinymodel import tiny_model_dir
+from headway.devenv.engines import kv_events_config, sim_argv
 from headway.kvcache.index import InMemoryIndex
 from headway.kvcache.metrics import KvCacheMetrics
 from headway.kvcache.subscriber import KvEventIngest
@@ -48,32 +47,9 @@ def test_gap_is_filled_from_the_engine_replay_socket(tmp_path: Path) -> None:
 
     t = threading.Thread(target=collect, daemon=True)
     t.start()
-    kv = {
-        "enable_kv_cache_events": True,
-        "publisher": "zmq",
-        "endpoint": f"tcp://127.0.0.1:{ev_port}",
-        "topic": f"kv@127.0.0.1:{port}@tiny",
-        "replay_endpoint": f"tcp://127.0.0.1:{replay_port}",
-    }
+    kv = kv_events_config(f"tcp://127.0.0.1:{ev_port}", port, replay_endpoint=f"tcp://127.0.0.1:{replay_port}")
     pid = procs.spawn(
-        [
-            sys.executable,
-            "-m",
-            "headway",
-            "sim",
-            "--model",
-            str(tiny_model_dir()),
-            "--served-model-name",
-            "tiny",
-            "--port",
-            str(port),
-            "--block-size",
-            "16",
-            "--kv-events-config",
-            json.dumps(kv),
-        ],
-        tmp_path / "sim.log",
-        cwd=tmp_path,
+        sim_argv(port, "--block-size", "16", "--kv-events-config", kv), tmp_path / "sim.log", cwd=tmp_path
     ).pid
     try:
         wait_http(f"http://127.0.0.1:{port}/health")

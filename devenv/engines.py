@@ -1,0 +1,39 @@
+"""Command lines for engines run as local processes (tests, benchmarks): one place that spells them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from headway.devenv.tinymodel import tiny_model_dir
+
+
+def kv_events_config(endpoint: str, port: int, *, model: str = "tiny", replay_endpoint: str | None = None) -> str:
+    """vLLM's `--kv-events-config` JSON for an engine on 127.0.0.1:`port` publishing to `endpoint`."""
+    cfg = {
+        "enable_kv_cache_events": True,
+        "publisher": "zmq",
+        "endpoint": endpoint,
+        "topic": f"kv@127.0.0.1:{port}@{model}",
+    }
+    if replay_endpoint:
+        cfg["replay_endpoint"] = replay_endpoint
+    return json.dumps(cfg)
+
+
+def sim_argv(port: int, *extra: str, model_dir: Path | None = None, served: str = "tiny") -> list[str]:
+    """`headway sim` serving the tiny model (or `model_dir`) on 127.0.0.1:`port`, plus `extra` flags."""
+    return [
+        sys.executable,
+        "-m",
+        "headway",
+        "sim",
+        "--model",
+        str(model_dir or tiny_model_dir()),
+        "--served-model-name",
+        served,
+        "--port",
+        str(port),
+        *extra,
+    ]
