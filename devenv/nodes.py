@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ DEFAULT_NODES_FILE = Path(__file__).with_name("nodes.yaml")
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_ANNOTATION_SELECTOR = f"{KWOK_ANNOTATION}=fake"
 NODE_GROUP_LABEL = "headway.dev/node-group"
+POD_CIDR_OCTET_ENV = "HEADWAY_POD_CIDR_OCTET"
 
 
 class NodeGroup(BaseModel, frozen=True, extra="forbid"):
@@ -58,8 +60,12 @@ class NodeFleet(BaseModel, frozen=True, extra="forbid"):
 
 
 def load_fleet(path: Path | None = None) -> NodeFleet:
+    """Read a node fleet; HEADWAY_POD_CIDR_OCTET moves its pod IPs so two local clusters can run side by side."""
     path = path or DEFAULT_NODES_FILE
-    return NodeFleet.model_validate(yaml.safe_load(path.read_text()))
+    data = yaml.safe_load(path.read_text())
+    if octet := os.environ.get(POD_CIDR_OCTET_ENV):
+        data["pod_cidr_octet"] = int(octet)
+    return NodeFleet.model_validate(data)
 
 
 def build_node(group: NodeGroup, name: str, pod_cidr: str) -> dict[str, Any]:
