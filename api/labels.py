@@ -66,3 +66,11 @@ METRIC_GATEWAY_PREDICTED_HIT_TOKENS = "headway_gateway_predicted_prefix_hit_toke
 METRIC_GATEWAY_IN_FLIGHT = "headway_gateway_in_flight_requests"
 METRIC_GATEWAY_HELD = "headway_gateway_held_requests_total"
 METRIC_GATEWAY_ENDPOINT_STALE = "headway_gateway_endpoint_stale"
+
+# Metric names of the autoscaler.
+METRIC_AUTOSCALER_DESIRED_REPLICAS = "headway_autoscaler_desired_replicas"
+METRIC_AUTOSCALER_CURRENT_REPLICAS = "headway_autoscaler_current_replicas"
+METRIC_AUTOSCALER_SLO_ATTAINMENT = "headway_autoscaler_slo_attainment"
+METRIC_AUTOSCALER_COST_PER_HOUR = "headway_autoscaler_cost_per_hour_usd"
+METRIC_AUTOSCALER_DECISIONS = "headway_autoscaler_decisions_total"
+METRIC_AUTOSCALER_DEMAND_RPS = "headway_autoscaler_demand_requests_per_second"
