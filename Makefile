@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # working directory were put on sys.path (python -m does that); never let it be.
 export PYTHONSAFEPATH := 1
 
-.PHONY: demo demo-down test test-unit lint cluster-binaries cluster-up cluster-down cluster-status services vllm venv bench clean
+.PHONY: demo demo-down test test-unit lint cluster-binaries cluster-up cluster-down cluster-status services vllm venv bench bench-routing clean
 
 $(VENV_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ bench: venv cluster-binaries services vllm
 	$(PY) -m headway bench routing-decision
 	$(PY) -m headway bench kv-ingest
 	$(PY) -m headway bench gateway-overhead --vllm-router .venv-bench/bin/vllm-router
+
+bench-routing: venv vllm
+	@bash hack/install-bench-tools.sh
+	$(PY) -m headway bench routing
 
 clean:
 	rm -rf $(VENV) .venv-vllm .venv-bench .pytest_cache .ruff_cache

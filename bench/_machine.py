@@ -37,16 +37,19 @@ def describe_machine() -> dict[str, Any]:
     }
 
 
-def write_result(name: str, payload: dict[str, Any]) -> Path:
-    """Write `bench/results/<name>-<date>.json` with command and machine filled in."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_result(
+    name: str, payload: dict[str, Any], *, benchmark: str | None = None, directory: Path = RESULTS
+) -> Path:
+    """Write `bench/results/<name>-<date>.json` with command and machine filled in (`benchmark`: the
+    `headway bench` name when one benchmark writes several files)."""
+    directory.mkdir(parents=True, exist_ok=True)
     doc = {
-        "benchmark": name,
+        "benchmark": benchmark or name,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(shlex.quote(a) for a in ["headway", "bench", name, *sys.argv[1:]]),
+        "command": " ".join(shlex.quote(a) for a in ["headway", "bench", benchmark or name, *sys.argv[1:]]),
         "machine": describe_machine(),
         **payload,
     }
-    path = RESULTS / f"{name}-{dt.date.today().isoformat()}.json"
+    path = directory / f"{name}-{dt.date.today().isoformat()}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path

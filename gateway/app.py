@@ -35,8 +35,9 @@ from headway.gateway.errors import (
     UpstreamFailed,
 )
 from headway.gateway.metrics import GatewayMetrics
-from headway.gateway.openai import ChatFields, parse_routing_fields
+from headway.gateway.openai import ChatFields, parse_routing_fields, prompt_texts
 from headway.gateway.pools import PoolRoute, make_route, tokenizer_for
+from headway.gateway.routing.custom import parse_router_specs
 from headway.gateway.routing.pipeline import STRATEGIES, Decision
 from headway.gateway.routing.plugins import DEFAULT_BLOCK_SIZE
 from headway.gateway.routing.types import RoutingRequest
@@ -67,6 +68,7 @@ class Gateway:
         self.history = InMemoryIndex()
         self.ingest = KvEventIngest(self.index, KvCacheMetrics(self.registry), replay_port=cfg.kv_replay_port)
         self.routes: dict[str, PoolRoute] = {}
+        self.custom_routers = parse_router_specs(cfg.routers, STRATEGIES)
         self.mirror: RedisMirror | None = None
         self.shared: RedisLookup | None = None
         if cfg.redis_url:
@@ -98,6 +100,7 @@ class Gateway:
             load_bound=self.cfg.load_bound,
             rng=self.rng,
             observe_lookup_s=self.ingest.metrics.lookup.observe,
+            custom=self.custom_routers,
         )
 
     def all_endpoints(self) -> list[Endpoint]:
@@ -217,18 +220,18 @@ class Gateway:
         strategy = request.headers.get(STRATEGY_HEADER, route.strategy)
         if strategy not in route.pipelines:
             raise InvalidRequest(
-                f"unknown routing strategy {strategy!r}; known: {', '.join(STRATEGIES)}", STRATEGY_HEADER
+                f"unknown routing strategy {strategy!r}; known: {', '.join(route.pipelines)}", STRATEGY_HEADER
             )
         return strategy
 
     def _keys_for(self, rr: RoutingRequest, ep: Endpoint) -> list[int]:
         return rr.keys(self.ingest.block_sizes.get(ep.id) or ep.block_size or DEFAULT_BLOCK_SIZE)
 
-    def _speculate(self, rr: RoutingRequest, ep: Endpoint) -> None:
+    def _speculate(self, rr: RoutingRequest, ep: Endpoint, router: object) -> None:
         """Called at the first body byte: the engine has computed the prompt's blocks by then, and its
         events may still be in flight. Not at routing time: requests arriving together would all be sent
         after a prefix that no engine holds yet, and pile onto one engine for nothing."""
-        if self.cfg.speculative_ttl_s:
+        if self.cfg.speculative_ttl_s and getattr(router, "speculative", True):
             self.index.speculate(ep.id, self._keys_for(rr, ep), self.cfg.speculative_ttl_s)
 
     async def _proxy(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
@@ -242,7 +245,7 @@ class Gateway:
         strategy = self._strategy(request, route)
         if self.in_flight >= self.cfg.max_in_flight:
             raise Overloaded(f"{self.in_flight} requests in flight; retry shortly")
-        rr = RoutingRequest(fields.model, await self._tokens(route, fields))
+        rr = RoutingRequest(fields.model, await self._tokens(route, fields), *prompt_texts(fields))
         if key is not None and self.auth is not None:
             await self.auth.charge(key, len(rr.tokens) + (fields.max_tokens or 16))
         code = 502
@@ -348,6 +351,10 @@ class Gateway:
         matched = (decision.scores.get(ep.id) or {}).get("prefix", 0.0)
         self.metrics.picks.labels(strategy, "yes" if matched > 0 else "no").inc()
         self.history.speculate(ep.id, self._keys_for(rr, ep), _HISTORY_TTL_S)  # routing history: approx-prefix
+        route = self.routes.get(rr.model)
+        router = route.pipelines.get(strategy) if route is not None else None
+        if (routed := getattr(router, "routed", None)) is not None:
+            routed(rr, ep)
         ep.in_flight += 1
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)
@@ -365,7 +372,7 @@ class Gateway:
                 async for chunk in upstream.content.iter_any():
                     await resp.write(chunk)
                     if first:
-                        self._speculate(rr, ep)
+                        self._speculate(rr, ep, router)
                         first = False
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as e:
                 ep.eject(time.monotonic())

@@ -27,8 +27,12 @@ def gateway(
     ] = None,
     tokenizer: Annotated[str | None, typer.Option(help="Directory with the model's tokenizer.json.")] = None,
     strategy: Annotated[
-        str, typer.Option(help="kv-aware, approx-prefix, least-request, round-robin, random.")
+        str, typer.Option(help="kv-aware, approx-prefix, least-request, round-robin, random, or a --router name.")
     ] = "kv-aware",
+    router: Annotated[
+        list[str] | None,
+        typer.Option(help="Custom router NAME=module:factory or NAME=file.py:factory (repeatable)."),
+    ] = None,
     kv_events_bind: Annotated[str | None, typer.Option(help="Bind this ZMQ endpoint for engines' KV events.")] = None,
     weights: Annotated[str | None, typer.Option(help="Scorer weights, e.g. prefix=3,queue=2,kvUtilization=2.")] = None,
     speculative_ttl_s: Annotated[float, typer.Option(min=0.0, help="Lifetime of a routed prefix's entries.")] = 2.0,
@@ -57,6 +61,7 @@ def gateway(
             namespaces=tuple(namespace or ()),
             tokenizer=tokenizer,
             strategy=strategy,
+            routers=tuple(router or ()),
             kv_events_bind=kv_events_bind,
             host=host,
             port=port,

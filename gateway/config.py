@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from headway.api.modelpool import RoutingStrategy, ScorerWeights
+from headway.api.modelpool import ScorerWeights
+from headway.gateway.routing.pipeline import STRATEGIES
 
 
 class UpstreamTimeouts(BaseModel, frozen=True, extra="forbid"):
@@ -27,7 +28,8 @@ class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
         (), description="static discovery: engine base URLs, e.g. http://127.0.0.1:8001."
     )
     tokenizer: str | None = Field(None, description="Directory with the model's tokenizer.json.")
-    strategy: RoutingStrategy = "kv-aware"
+    strategy: str = Field("kv-aware", description="A preset, or the name of a custom router.")
+    routers: tuple[str, ...] = Field((), description="Custom routers: NAME=module:factory or NAME=file.py:factory.")
     weights: ScorerWeights = Field(default_factory=ScorerWeights)
     kv_events_bind: str | None = Field(None, description="ZMQ endpoint to bind for engines' KV events.")
     api_keys_file: str | None = Field(None, description="API keys (hashed) and their limits; none: no auth.")
@@ -57,4 +59,7 @@ class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
     def _static_needs_model_and_endpoints(self) -> GatewayConfig:
         if self.discovery == "static" and (not self.model or not self.endpoints):
             raise ValueError("static discovery needs --model and at least one --endpoint")
+        names = {*STRATEGIES, *(r.partition("=")[0] for r in self.routers)}
+        if self.strategy not in names:
+            raise ValueError(f"unknown routing strategy {self.strategy!r}; known: {', '.join(sorted(names))}")
         return self

@@ -42,6 +42,24 @@ def parse_routing_fields(body: bytes, *, chat: bool) -> CompletionFields | ChatF
         raise InvalidRequest(f"request body is not valid JSON: {e}", "body") from None
 
 
+def prompt_texts(fields: CompletionFields | ChatFields) -> tuple[str, str]:
+    """(whole prompt text, first user message) for routers that key on characters; ("", "") for token ids."""
+    if isinstance(fields, ChatFields):
+        contents = [_text_of(m.content) for m in fields.messages]
+        first_user = next((_text_of(m.content) for m in fields.messages if m.role == "user"), "")
+        return "\n".join(contents), first_user
+    prompt = fields.prompt
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    return (prompt, prompt) if isinstance(prompt, str) else ("", "")
+
+
+def _text_of(content: str | list[dict[str, Any]] | None) -> str:
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return content or ""
+
+
 def _field_of(message: str) -> str | None:
     """The top-level field msgspec's message names: `… - at `$.model`` or `missing required field `model``."""
     if "at `$." in message:

@@ -7,13 +7,14 @@ Static discovery makes one route from the command line; Kubernetes discovery kee
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from headway.api.modelpool import ScorerWeights
 from headway.gateway.endpoints import Endpoint
-from headway.gateway.routing.pipeline import STRATEGIES, Pipeline, build_pipeline
+from headway.gateway.routing.custom import Router, RouterContext, RouterFactory
+from headway.gateway.routing.pipeline import STRATEGIES, build_pipeline
 from headway.kvcache.index import InMemoryIndex
 from headway.kvcache.tokenizer import ModelTokenizer
 
@@ -22,7 +23,8 @@ from headway.kvcache.tokenizer import ModelTokenizer
 class PoolRoute:
     model: str
     strategy: str
-    pipelines: dict[str, Pipeline]
+    pipelines: dict[str, Router]
+    """The presets and any custom routers, by name (the x-headway-strategy header picks one)."""
     tokenizer: ModelTokenizer
     endpoints: list[Endpoint] = field(default_factory=list)
     pool: tuple[str, str] | None = None
@@ -50,8 +52,9 @@ def make_route(
     load_bound: float,
     rng: random.Random | None = None,
     observe_lookup_s: Callable[[float], None] | None = None,
+    custom: Mapping[str, RouterFactory] | None = None,
 ) -> PoolRoute:
-    pipelines = {
+    pipelines: dict[str, Router] = {
         s: build_pipeline(
             s,
             weights,
@@ -65,4 +68,7 @@ def make_route(
         )
         for s in STRATEGIES
     }
+    if custom:
+        ctx = RouterContext(index, block_sizes, stale_after_s, rng or random.Random())  # noqa: S311 - tie-breaks
+        pipelines.update({name: factory(ctx) for name, factory in custom.items()})
     return PoolRoute(model, strategy, pipelines, tokenizer)

@@ -14,6 +14,10 @@ from headway.kvcache.keys import block_keys, root_key
 class RoutingRequest:
     model: str
     tokens: list[int]
+    text: str = ""
+    """The prompt as text (chat: the messages' contents, one per line), for routers that hash characters."""
+    first_user_text: str = ""
+    """The first user message (completions: the prompt), what session-keyed routers hash."""
     _keys: dict[int, list[int]] = field(default_factory=dict)
     shared_matches: dict[int, dict[str, int]] = field(default_factory=dict)
     """Per block size, cached-prefix blocks per pod read from the shared (Redis) index before scoring."""

@@ -1,0 +1,68 @@
+"""The routing benchmark's one-minute smoke run: it runs end to end on real simulated engines and real
+routers, writes the documented JSON, and its numbers move the right way (so the benchmark cannot rot)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+STAGE_KEYS = {
+    "offered_qps",
+    "ttft_p50_s",
+    "ttft_p90_s",
+    "ttft_p99_s",
+    "itl_p50_s",
+    "itl_p90_s",
+    "output_tok_s",
+    "success_rate",
+    "hit_rate",
+    "imbalance",
+}
+
+
+def bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "headway", "bench", "routing", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_smoke_run_writes_the_schema_and_kv_aware_beats_round_robin_on_hits(tmp_path: Path) -> None:
+    run = bench("--smoke", "--out", str(tmp_path))
+    assert run.returncode == 0, run.stderr[-3000:]
+    (path,) = tmp_path.glob("routing-shared-prefix-*.json")
+    doc = json.loads(path.read_text())
+    assert path.with_suffix(".md").read_text().count("| headway-kv-aware |") == 2
+    assert doc["workload"] == "shared-prefix" and doc["seeds"] == [1]
+    assert {"machine", "versions", "command"} <= doc.keys()
+    routers = doc["routers"]
+    assert {n: r["kind"] for n, r in routers.items()} == {
+        "round-robin": "baseline",
+        "headway-kv-aware": "headway",
+        "llm-d-precise": "anchor",
+    }
+    for name, r in routers.items():
+        assert len(r["stages"]) == 2
+        for stage in r["stages"]:
+            assert stage.keys() >= STAGE_KEYS
+            assert stage["success_rate"] == 1.0, (name, stage)
+            assert stage["ttft_p50_s"] <= stage["ttft_p90_s"] <= stage["ttft_p99_s"]
+    kv, rr = routers["headway-kv-aware"]["hit_rate"], routers["round-robin"]["hit_rate"]
+    assert rr < kv <= doc["oracle_hit_rate"] + 1e-9, (rr, kv, doc["oracle_hit_rate"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(("--routers", "fastest"), "unknown routers", id="unknown-router"),
+        pytest.param(("--llmd-stages", "ten"), "--llmd-stages", id="bad-stages"),
+        pytest.param(("--engines", "1"), "--engines", id="one-engine"),
+    ],
+)
+def test_bad_options_fail_in_one_line(args: tuple[str, ...], message: str) -> None:
+    run = bench(*args, timeout=60)
+    assert run.returncode == 2
+    assert message in run.stderr.strip().splitlines()[-1]
