@@ -114,11 +114,17 @@ class Slo(_Spec):
 
 
 class ScorerWeights(_Spec):
-    prefix: float = Field(3.0, ge=0, le=100, description="Precise prefix-cache match from the KV index.")
+    prefix: float = Field(10.0, ge=0, le=100, description="Precise prefix-cache match from the KV index.")
     approx_prefix: float = Field(0.0, ge=0, le=100, description="Prefix match from routing history.")
     queue: float = Field(2.0, ge=0, le=100, description="Waiting-queue depth.")
     kv_utilization: float = Field(2.0, ge=0, le=100, description="Engine KV-cache usage.")
     in_flight: float = Field(0.0, ge=0, le=100, description="Requests in flight from this gateway.")
+    prefill_backlog: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="Uncached prompt tokens queued ahead of the request on the endpoint plus its own (predicted TTFT).",
+    )
     cost: float = Field(0.0, ge=0, le=100, description="GPU cost of the endpoint's variant.")
 
 

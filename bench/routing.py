@@ -577,6 +577,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--routers", default=",".join(ROUTERS), help=f"Comma-separated, of: {', '.join(ROUTERS)}.")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS, help="Where the JSON, markdown and plots go.")
+    p.add_argument("--keep-logs", type=Path, default=None, help="Keep engine and router logs in this directory.")
     p.add_argument("--smoke", action="store_true", help="A one-minute version: 4 engines, 3 routers, 2 short stages.")
     args = p.parse_args(argv)
     if args.smoke:
@@ -610,7 +611,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     import tempfile
 
     docs = {}
-    with tempfile.TemporaryDirectory(prefix="headway-bench-routing-") as tmp:
+    with (
+        contextlib.nullcontext(str(args.keep_logs))
+        if args.keep_logs
+        else tempfile.TemporaryDirectory(prefix="headway-bench-routing-")
+    ) as tmp:
         for workload in WORKLOADS if args.workload == "all" else (args.workload,):
             doc = run_workload(workload, args, words, Path(tmp))
             docs[workload] = doc

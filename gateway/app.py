@@ -358,6 +358,8 @@ class Gateway:
         ep.in_flight += 1
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)
+        backlog = rr.uncached_tokens(ep.id)
+        ep.prefill_backlog += backlog
         try:
             resp = web.StreamResponse(
                 status=upstream.status,
@@ -373,7 +375,8 @@ class Gateway:
                     await resp.write(chunk)
                     if first:
                         self._speculate(rr, ep, router)
-                        first = False
+                        ep.prefill_backlog -= backlog
+                        backlog, first = 0, False
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as e:
                 ep.eject(time.monotonic())
                 if stream:
@@ -385,6 +388,7 @@ class Gateway:
             return resp
         finally:
             upstream.release()
+            ep.prefill_backlog -= backlog
             ep.in_flight -= 1
             self.in_flight -= 1
             self.metrics.in_flight.set(self.in_flight)

@@ -52,7 +52,7 @@ class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
     max_retries: int = Field(2, ge=0, le=5, description="Other endpoints tried before the first byte.")
     max_body_bytes: int = Field(16 * 1024**2, ge=1024)
     max_in_flight: int = Field(4096, ge=1, description="Requests in flight before new ones get 429.")
-    load_bound: float = Field(1.25, ge=1.0, description="Skip endpoints above this × mean in-flight (+1).")
+    load_bound: float = Field(1.5, ge=1.0, description="Skip endpoints above this × mean in-flight (+1).")
     timeouts: UpstreamTimeouts = Field(default_factory=UpstreamTimeouts)
 
     @model_validator(mode="after")

@@ -31,6 +31,9 @@ class Endpoint:
     block_size: int | None = None
     scraped_at: float = 0.0
     in_flight: int = 0
+    prefill_backlog: int = 0
+    """Uncached prompt tokens of this gateway's requests the endpoint has not answered yet (still queued or
+    prefilling): the work ahead of a new request's first token."""
     ejected_until: float = 0.0
 
     @property

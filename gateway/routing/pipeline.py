@@ -1,8 +1,8 @@
 """filters → weighted scorers → picker (max score, random tie-break), and the presets.
 
-Presets: `kv-aware` (precise prefix from the engines' KV events, queue, KV utilisation, in-flight, under
-a bounded-load filter), `approx-prefix` (prefix from this gateway's routing history instead of events),
-`least-request`, `round-robin`, `random`.
+Presets: `kv-aware` (precise prefix from the engines' KV events, queue, KV utilisation, in-flight and
+prefill backlog, under a bounded-load filter), `approx-prefix` (prefix from this gateway's routing history
+instead of events), `least-request`, `round-robin`, `random`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from headway.gateway.routing.plugins import (
     InFlightScorer,
     KvUtilizationScorer,
     LoadBoundFilter,
+    PrefillBacklogScorer,
     PrefixCacheScorer,
     QueueScorer,
     RoutableFilter,
@@ -91,6 +92,7 @@ def build_pipeline(
                 ("queue", QueueScorer(), weights.queue),
                 ("kv_utilization", KvUtilizationScorer(), weights.kv_utilization),
                 ("in_flight", InFlightScorer(), weights.in_flight or 1.0),
+                ("prefill_backlog", PrefillBacklogScorer(), weights.prefill_backlog),
             ],
             rng,
         )

@@ -72,17 +72,20 @@ class PrefixCacheScorer:
             if self.observe_lookup_s is not None:
                 self.observe_lookup_s(time.perf_counter() - t0)
             shared = request.shared_matches.get(size, {})
-            out.update({e.id: max(matched.get(e.id, 0), shared.get(e.id, 0)) / len(keys) for e in group})
+            for e in group:
+                blocks = max(matched.get(e.id, 0), shared.get(e.id, 0))
+                request.cached_tokens[e.id] = blocks * size
+                out[e.id] = blocks / len(keys)
         return out
 
 
 class QueueScorer:
-    """(max_q − q) / (max_q − min_q) over waiting requests; all equal → 1.0 (neutral, no division by 0)."""
+    """(min_q + 1) / (q + 1) over waiting requests: relative, so 3 vs 4 waiting barely matters while 0 vs 4
+    does (a min–max form swings fully on any difference and, near saturation, outvotes the prefix term)."""
 
     def score(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> dict[str, float]:
-        qs = {e.id: e.waiting for e in endpoints}
-        lo, hi = min(qs.values(), default=0), max(qs.values(), default=0)
-        return {k: 1.0 if hi == lo else (hi - q) / (hi - lo) for k, q in qs.items()}
+        lo = min((e.waiting for e in endpoints), default=0.0)
+        return {e.id: (lo + 1) / (e.waiting + 1) for e in endpoints}
 
 
 class KvUtilizationScorer:
@@ -93,8 +96,24 @@ class KvUtilizationScorer:
 
 
 class InFlightScorer:
-    """(max − n) / max over this gateway's in-flight requests; all idle → 1.0."""
+    """(min + 1) / (n + 1) over this gateway's in-flight requests: relative, like the queue term."""
 
     def score(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> dict[str, float]:
-        top = max((e.in_flight for e in endpoints), default=0)
-        return {e.id: 1.0 if top == 0 else (top - e.in_flight) / top for e in endpoints}
+        lo = min((e.in_flight for e in endpoints), default=0)
+        return {e.id: (lo + 1) / (e.in_flight + 1) for e in endpoints}
+
+
+class PrefillBacklogScorer:
+    """Predicted time to first token, in tokens of prefill: the uncached prompt tokens already waiting for a
+    first token on the endpoint plus this request's own uncached tokens there (prompt − cached prefix, from
+    the prefix scorer, which must run first). Score (min + 1) / (c + 1): relative, so a hit on an engine
+    with a little more queued work still wins, while one behind a long backlog loses.
+
+    A cache hit only shortens TTFT if the engine is not busy prefilling other prompts; queue length and
+    in-flight counts cannot tell a decoding request (cheap for a newcomer) from a prefilling one (which
+    stalls it), so this term prices both the hit and the backlog in the same unit."""
+
+    def score(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> dict[str, float]:
+        cost = {e.id: e.prefill_backlog + request.uncached_tokens(e.id) for e in endpoints}
+        lo = min(cost.values(), default=0)
+        return {k: (lo + 1) / (c + 1) for k, c in cost.items()}

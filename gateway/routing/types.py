@@ -21,6 +21,12 @@ class RoutingRequest:
     _keys: dict[int, list[int]] = field(default_factory=dict)
     shared_matches: dict[int, dict[str, int]] = field(default_factory=dict)
     """Per block size, cached-prefix blocks per pod read from the shared (Redis) index before scoring."""
+    cached_tokens: dict[str, int] = field(default_factory=dict)
+    """Per endpoint id, prompt tokens the prefix scorer expects it to hold (what it will not recompute)."""
+
+    def uncached_tokens(self, endpoint_id: str) -> int:
+        """At least one token: an engine always recomputes the prompt's last token."""
+        return max(min(1, len(self.tokens)), len(self.tokens) - self.cached_tokens.get(endpoint_id, 0))
 
     def keys(self, block_size: int) -> list[int]:
         """Block keys of the prompt for one block size, computed once per size."""

@@ -14,7 +14,13 @@ from headway.gateway.endpoints import Endpoint, parse_engine_metrics
 from headway.gateway.errors import InvalidRequest
 from headway.gateway.openai import parse_routing_fields
 from headway.gateway.routing.pipeline import STRATEGIES, build_pipeline
-from headway.gateway.routing.plugins import InFlightScorer, KvUtilizationScorer, PrefixCacheScorer, QueueScorer
+from headway.gateway.routing.plugins import (
+    InFlightScorer,
+    KvUtilizationScorer,
+    PrefillBacklogScorer,
+    PrefixCacheScorer,
+    QueueScorer,
+)
 from headway.gateway.routing.types import RoutingRequest
 from headway.kvcache.index import InMemoryIndex
 
@@ -56,7 +62,14 @@ def test_every_scorer_stays_in_unit_range(rows: list[tuple[float, float, int]]) 
         len(rows), waiting=[r[0] for r in rows], kv_usage=[r[1] for r in rows], in_flight=[r[2] for r in rows]
     )
     req = RoutingRequest("m", list(range(64)))
-    for scorer in (QueueScorer(), KvUtilizationScorer(), InFlightScorer(), PrefixCacheScorer(InMemoryIndex(), {})):
+    scorers = (
+        QueueScorer(),
+        KvUtilizationScorer(),
+        InFlightScorer(),
+        PrefixCacheScorer(InMemoryIndex(), {}),
+        PrefillBacklogScorer(),
+    )
+    for scorer in scorers:
         scores = scorer.score(req, endpoints)
         assert set(scores) == {e.id for e in endpoints}
         assert all(0.0 <= s <= 1.0 for s in scores.values())
@@ -102,3 +115,19 @@ def test_engine_metrics_parser_reads_load_and_block_size() -> None:
         e,
     )
     assert (e.waiting, e.kv_usage, e.block_size) == (3.0, 0.5, 128)
+
+
+def test_prefill_backlog_prices_the_cache_hit_against_the_work_queued_ahead() -> None:
+    index = InMemoryIndex()
+    holder, idle = eps(2)
+    tokens = list(range(160))
+    index.store(holder.id, "m", list(range(10)), None, tokens, 16)
+    req = RoutingRequest("m", tokens)
+    PrefixCacheScorer(index, {}).score(req, [holder, idle])
+    assert req.uncached_tokens(holder.id) == 1 and req.uncached_tokens(idle.id) == 160
+    backlog = PrefillBacklogScorer()
+    scores = backlog.score(req, [holder, idle])
+    assert scores[holder.id] == 1.0 and scores[idle.id] < 0.02
+    holder.prefill_backlog = 500  # the holder is busy prefilling others: its hit no longer saves time
+    scores = backlog.score(req, [holder, idle])
+    assert scores[idle.id] == 1.0 and scores[holder.id] < 0.35
