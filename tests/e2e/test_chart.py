@@ -182,11 +182,23 @@ def restricted_ns(cluster: LocalCluster, core: k8s.CoreV1Api) -> Iterator[str]:
     core.delete_namespace(name)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param([], id="local-values"),
+        pytest.param(
+            ["--set", "gateway.autoscaling.enabled=true", "--set", "gateway.apiKeysSecret=gateway-keys"],
+            id="gateway-hpa-and-api-keys",
+        ),
+        pytest.param(["--set", "kvcache.enabled=false", "--set", "redis.enabled=false"], id="embedded-index"),
+        pytest.param(["--set", "redis.externalUrl=redis://redis.example:6379/0"], id="external-redis"),
+    ],
+)
 def test_rendered_objects_pass_server_side_dry_run_in_a_restricted_namespace(
-    cluster: LocalCluster, restricted_ns: str, local: Path
+    cluster: LocalCluster, restricted_ns: str, local: Path, options: list[str]
 ) -> None:
     rendered = helm(
-        "template", "dry", str(CHART), "--namespace", restricted_ns, "--include-crds", "--values", str(local)
+        "template", "dry", str(CHART), "--namespace", restricted_ns, "--include-crds", "--values", str(local), *options
     )
     proc = _kubectl(
         cluster, "apply", "--server-side", "--dry-run=server", "--field-manager=chart-test", "-f", "-", stdin=rendered

@@ -98,7 +98,10 @@ priorityClassName: {{ . }}
 {{- end }}
 {{- end -}}
 
-{{/* Downward-API variables every container uses: components bind their pod IP. */}}
+{{/*
+Downward-API variables. HTTP listeners bind 0.0.0.0 so `kubectl port-forward` reaches them; the KV-event
+socket and the operator's liveness endpoint bind the pod IP, which engines and the kubelet dial anyway.
+*/}}
 {{- define "headway.podEnv" -}}
 - name: POD_IP
   valueFrom:
