@@ -59,11 +59,11 @@ def autoscaler_available() -> bool:
 
 
 def local_values(*, autoscaler: bool, prometheus_url: str | None = None) -> dict[str, Any]:
-    """Values for the local cluster: small requests (the fake nodes are real about CPU accounting),
-    short resync, and the autoscaler only when this checkout has it."""
+    """Values for the local cluster: short resync and decision periods, so a minutes-long demo shows
+    them at work, and the autoscaler only when this checkout has it."""
     values: dict[str, Any] = {
         "operator": {"resyncIntervalS": 15},
-        "autoscaler": {"enabled": autoscaler},
+        "autoscaler": {"enabled": autoscaler, "intervalS": 5},
     }
     if prometheus_url:
         values["autoscaler"]["prometheusUrl"] = prometheus_url

@@ -309,14 +309,20 @@ def run_demo(
             except ApiException as e:
                 if e.status != 409:
                     raise
-        wanted = sum(v.get("replicas", 1) for p in pools for v in p["spec"]["variants"])
+        wanted = {
+            (p["metadata"]["name"], v["name"])
+            for p in pools
+            for v in p["spec"]["variants"]
+            if v.get("replicas", v.get("minReplicas", 0)) > 0
+        }
 
         def engines_ready() -> bool:
             pods = core.list_namespaced_pod(cfg.pools_namespace, label_selector=ENGINE_LABEL).items
-            return sum(_ready(p) for p in pods) >= wanted
+            serving = {(p.metadata.labels[POOL_LABEL], p.metadata.labels[VARIANT_LABEL]) for p in pods if _ready(p)}
+            return wanted <= serving
 
         timeout = 900 if cfg.engine_runtime == "vllm" else 180
-        _wait(engines_ready, timeout, f"{wanted} engine pods starting ({cfg.engine_runtime})", progress)
+        _wait(engines_ready, timeout, f"engines of {len(wanted)} variants starting ({cfg.engine_runtime})", progress)
         models = [p["spec"]["model"]["name"] for p in pools]
 
         def gateway_lists_models() -> bool:
