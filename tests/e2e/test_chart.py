@@ -209,6 +209,20 @@ def test_rendered_objects_pass_server_side_dry_run_in_a_restricted_namespace(
     assert len(applied) == len([d for d in yaml.safe_load_all(rendered) if d]), proc.stdout
 
 
+def test_the_restricted_namespace_really_rejects_a_pod_that_is_not_restricted(
+    cluster: LocalCluster, restricted_ns: str
+) -> None:
+    """What makes "the chart's pods are admitted" mean something: the same namespace refuses a plain pod."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "plain", "namespace": restricted_ns},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1"]}]},
+    }
+    proc = _kubectl(cluster, "create", "--dry-run=server", "-f", "-", stdin=json.dumps(pod))
+    assert proc.returncode != 0 and 'violates PodSecurity "restricted' in proc.stderr, proc.stderr
+
+
 def _pods(core: k8s.CoreV1Api, ns: str, release: str) -> list[Any]:
     return core.list_namespaced_pod(ns, label_selector=f"app.kubernetes.io/instance={release}").items
 
@@ -251,7 +265,9 @@ def test_install_upgrade_uninstall_in_a_restricted_namespace(
     has_autoscaler: bool,
 ) -> None:
     release, ns = f"r{uuid.uuid4().hex[:5]}", restricted_ns
-    install(cluster.kubeconfig, release, ns, local)
+    # Only this test's namespace: other tests' pools are not this release's business.
+    scope = ["--set-json", f'operator.watchNamespaces=["{ns}"]', "--set-json", f'gateway.watchNamespaces=["{ns}"]']
+    install(cluster.kubeconfig, release, ns, local, *scope)
     pods = _pods(core, ns, release)
     components = {p.metadata.labels[COMPONENT] for p in pods}
     expected = {"operator", "gateway", "kvcache", "redis", *(["autoscaler"] if has_autoscaler else [])}

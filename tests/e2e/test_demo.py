@@ -122,6 +122,14 @@ def test_dashboards_use_engine_metric_names_unchanged() -> None:
         assert not re.search(r"headway_\w*vllm|headway_engine_", exprs), path.name
 
 
+def test_alert_rules_fire_on_their_cases_and_stay_quiet_on_near_misses() -> None:
+    cases = RULES.with_name("rules_test.yaml")
+    proc = subprocess.run(["promtool", "test", "rules", str(cases)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    tested = {t["alertname"] for case in yaml.safe_load(cases.read_text())["tests"] for t in case["alert_rule_test"]}
+    assert tested == {rule["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for rule in g["rules"]}
+
+
 def test_alert_rules_pass_promtool_and_load_into_prometheus(
     demo: tuple[DemoSummary, DemoServices, DemoConfig],
 ) -> None:
