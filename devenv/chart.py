@@ -29,9 +29,9 @@ class HelmError(RuntimeError):
 
 def helm(*args: str, kubeconfig: Path | None = None, timeout_s: float = 600, check: bool = True) -> str:
     """Run the pinned helm; returns stdout. Helm's notes about the chart's symlinks are dropped from errors."""
-    env = {**os.environ, "HELM_CACHE_HOME": str(REPO_ROOT / ".headway" / "helm" / "cache")}
-    env.setdefault("HELM_CONFIG_HOME", str(REPO_ROOT / ".headway" / "helm" / "config"))
-    env.setdefault("HELM_DATA_HOME", str(REPO_ROOT / ".headway" / "helm" / "data"))
+    env = dict(os.environ)
+    for kind in ("cache", "config", "data"):  # helm's own state stays in the checkout, not in $HOME
+        env.setdefault(f"HELM_{kind.upper()}_HOME", str(REPO_ROOT / ".headway" / "helm" / kind))
     if kubeconfig is not None:
         env["KUBECONFIG"] = str(kubeconfig)
     proc = subprocess.run(

@@ -19,6 +19,7 @@ import shutil
 import statistics
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,8 +327,6 @@ def run_demo(
         models = [p["spec"]["model"]["name"] for p in pools]
 
         def gateway_lists_models() -> bool:
-            import urllib.request
-
             try:
                 with urllib.request.urlopen(f"{gateway}/v1/models", timeout=2) as r:
                     return {m["id"] for m in json.loads(r.read())["data"]} >= set(models)

@@ -104,7 +104,10 @@ def test_rendered_rbac_grants_exactly_the_deploy_rbac_rules(local: Path, has_aut
     components = ["operator", "gateway", *(["autoscaler"] if has_autoscaler else [])]
     for component in components:
         mine = component_objects(objects, component)
-        rendered = {o["kind"]: o["rules"] for o in mine if o["kind"] in ("Role", "ClusterRole")}
+        rendered: dict[str, list[dict[str, Any]]] = {}
+        for o in mine:
+            if o["kind"] in ("Role", "ClusterRole"):
+                rendered.setdefault(o["kind"], []).extend(o["rules"])
         assert rendered == rbac_rules(component), component
         bindings = [o for o in mine if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
         assert bindings and all(

@@ -115,8 +115,8 @@ socket and the operator's liveness endpoint bind the pod IP, which engines and t
 
 {{/*
 RBAC from the single source in deploy/rbac (files/rbac links there): every Role and ClusterRole of
-<component>.yaml is rendered with its rules unchanged, renamed for this release and bound to the
-component's ServiceAccount, so the chart can never grant more or less than the reviewed file.
+<component>.yaml is rendered with its rules unchanged, renamed for this release ("headway-x" becomes
+"<fullname>-x"; a Role lands in the release namespace) and bound to the component's ServiceAccount, so the chart can never grant more or less than the reviewed file.
 */}}
 {{- define "headway.rbac" -}}
 {{- $root := .root -}}
@@ -125,10 +125,11 @@ component's ServiceAccount, so the chart can never grant more or less than the r
 {{- if not $text -}}
 {{- fail (printf "%s is missing (deploy/rbac/%s.yaml); disable the %s or restore the file" $path .component .component) -}}
 {{- end -}}
-{{- $name := include "headway.name" . -}}
+{{- $sa := include "headway.name" . -}}
 {{- range $doc := regexSplit "(?m)^---\\s*$" $text -1 }}
 {{- $obj := fromYaml $doc -}}
 {{- if and $obj (has ($obj.kind | default "") (list "ClusterRole" "Role")) }}
+{{- $name := printf "%s-%s" (include "headway.fullname" $root) (trimPrefix "headway-" $obj.metadata.name) }}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: {{ $obj.kind }}
@@ -157,7 +158,7 @@ roleRef:
   name: {{ $name }}
 subjects:
   - kind: ServiceAccount
-    name: {{ $name }}
+    name: {{ $sa }}
     namespace: {{ $root.Release.Namespace }}
 {{- end }}
 {{- end }}
@@ -165,7 +166,7 @@ subjects:
 apiVersion: v1
 kind: ServiceAccount
 metadata:
-  name: {{ $name }}
+  name: {{ $sa }}
   namespace: {{ $root.Release.Namespace }}
   labels:
     {{- include "headway.labels" (dict "root" $root "component" .component) | nindent 4 }}
