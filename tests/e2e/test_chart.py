@@ -34,7 +34,7 @@ from headway.devenv.chart import (
 )
 from headway.devenv.cluster import LocalCluster
 from headway.devenv.paths import REPO_ROOT
-from tests.conftest import eventually
+from tests.conftest import _has_default_sa, eventually
 
 CRD_SOURCE = REPO_ROOT / "deploy" / "crds" / "inference.headway.dev_modelpools.yaml"
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
@@ -176,11 +176,7 @@ def _kubectl(cluster: LocalCluster, *args: str, stdin: str = "") -> subprocess.C
 def restricted_ns(cluster: LocalCluster, core: k8s.CoreV1Api) -> Iterator[str]:
     name = f"chart-{uuid.uuid4().hex[:6]}"
     core.create_namespace(restricted_namespace(name))
-    eventually(
-        lambda: any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items),
-        timeout_s=30,
-        what=f"default ServiceAccount in {name}",
-    )
+    eventually(lambda: _has_default_sa(core, name), timeout_s=30, what=f"default ServiceAccount in {name}")
     yield name
     core.delete_namespace(name)
 
