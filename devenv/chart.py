@@ -48,9 +48,15 @@ def helm(*args: str, kubeconfig: Path | None = None, timeout_s: float = 600, che
     return proc.stdout
 
 
+def autoscaler_profile() -> Path | None:
+    """A capacity profile of the simulator's GPU types, as `headway profile` writes it (bench/profiles)."""
+    return next(iter(sorted((REPO_ROOT / "bench" / "profiles").glob("*.json"))), None)
+
+
 def autoscaler_available() -> bool:
-    """Whether this checkout has the autoscaler (its command and its RBAC source) the chart installs."""
-    if not (RBAC_DIR / "autoscaler.yaml").is_file():
+    """Whether this checkout has what the chart's autoscaler needs: its command, its RBAC source and a
+    capacity profile for the local engines."""
+    if not (RBAC_DIR / "autoscaler.yaml").is_file() or autoscaler_profile() is None:
         return False
     proc = subprocess.run(
         [sys.executable, "-m", "headway", "autoscaler", "--help"], capture_output=True, timeout=120, check=False
@@ -60,11 +66,14 @@ def autoscaler_available() -> bool:
 
 def local_values(*, autoscaler: bool, prometheus_url: str | None = None) -> dict[str, Any]:
     """Values for the local cluster: short resync and decision periods, so a minutes-long demo shows
-    them at work, and the autoscaler only when this checkout has it."""
+    them at work, and the autoscaler only when this checkout has it (with the simulator's profile)."""
     values: dict[str, Any] = {
         "operator": {"resyncIntervalS": 15},
         "autoscaler": {"enabled": autoscaler, "intervalS": 5},
     }
+    profile = autoscaler_profile()
+    if autoscaler and profile is not None:
+        values["autoscaler"]["profiles"] = profile.read_text()
     if prometheus_url:
         values["autoscaler"]["prometheusUrl"] = prometheus_url
     return values

@@ -290,6 +290,7 @@ def run_demo(
         values = local_values(autoscaler=cfg.autoscaler, prometheus_url=prometheus.url)
         values["redis"] = {"enabled": False, "externalUrl": redis.url}
         values["operator"]["watchNamespaces"] = [cfg.pools_namespace]
+        values["autoscaler"]["watchNamespaces"] = [cfg.pools_namespace]
         values["gateway"] = {"watchNamespaces": [cfg.pools_namespace]}
         install(cluster.kubeconfig, cfg.release, cfg.namespace, values_file(directory / "values.yaml", values))
         gw_pods = [

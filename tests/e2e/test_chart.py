@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tarfile
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from headway.devenv.binaries import ensure_binaries
 from headway.devenv.chart import (
     CHART,
     autoscaler_available,
+    autoscaler_profile,
     component_objects,
     helm,
     install,
@@ -34,11 +36,15 @@ from headway.devenv.chart import (
 )
 from headway.devenv.cluster import LocalCluster
 from headway.devenv.paths import REPO_ROOT
+from headway.gateway.auth import hash_key
 from tests.conftest import _has_default_sa, eventually
 
 CRD_SOURCE = REPO_ROOT / "deploy" / "crds" / "inference.headway.dev_modelpools.yaml"
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
 COMPONENT = "app.kubernetes.io/component"
+NO_AUTOSCALER = (
+    "`headway autoscaler`, deploy/rbac/autoscaler.yaml or a bench/profiles/*.json is absent from this checkout"
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +69,23 @@ def test_chart_lints_clean(local: Path) -> None:
 
 def test_default_values_render_every_component(has_autoscaler: bool) -> None:
     if not has_autoscaler:
-        pytest.skip("`headway autoscaler` or deploy/rbac/autoscaler.yaml is absent from this checkout")
-    objects = template("headway", "headway-system")
+        pytest.skip(NO_AUTOSCALER)
+    objects = template("headway", "headway-system", None, "--set-file", f"autoscaler.profiles={autoscaler_profile()}")
     deployments = {o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"}
     assert deployments == {"headway-operator", "headway-gateway", "headway-kvcache", "headway-autoscaler"}
+
+
+def test_the_autoscaler_refuses_to_render_without_a_capacity_profile(has_autoscaler: bool) -> None:
+    if not has_autoscaler:
+        pytest.skip(NO_AUTOSCALER)
+    with pytest.raises(Exception, match=r"autoscaler\.profiles is empty"):
+        template("headway", "headway-system")
 
 
 def test_default_values_refuse_to_render_without_the_autoscaler_sources(has_autoscaler: bool) -> None:
     if has_autoscaler:
         pytest.skip("this checkout has the autoscaler; the default render is checked above")
-    with pytest.raises(Exception, match=r"deploy/rbac/autoscaler\.yaml"):
+    with pytest.raises(Exception, match=r"deploy/rbac/autoscaler\.yaml|autoscaler\.profiles is empty"):
         template("headway", "headway-system")
 
 
@@ -328,3 +341,36 @@ def test_values_schema_closes_every_object_and_describes_every_value() -> None:
             for key, sub in node["properties"].items():
                 assert sub.get("description") or "$ref" in sub, f"{path}.{key}"
                 stack.append((f"{path}.{key}", sub))
+
+
+def _post_status(url: str, body: dict[str, Any], headers: dict[str, str]) -> int:
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_gateway_reads_api_keys_from_its_mounted_secret(
+    cluster: LocalCluster, runner: Path, core: k8s.CoreV1Api, restricted_ns: str, local: Path
+) -> None:
+    """The Secret volume reaches the gateway (the runner writes it as the kubelet would): a request
+    without the key is refused, one with it gets past authentication. Also the embedded-index mode."""
+    key = f"sk-{uuid.uuid4().hex}"
+    keys = {"keys": [{"name": "team-a", "sha256": hash_key(key)}]}
+    core.create_namespaced_secret(
+        restricted_ns, {"metadata": {"name": "gateway-keys"}, "stringData": {"api-keys.yaml": yaml.safe_dump(keys)}}
+    )
+    release = f"k{uuid.uuid4().hex[:5]}"
+    options = ["--set", "gateway.apiKeysSecret=gateway-keys", "--set", "kvcache.enabled=false"]
+    options += ["--set", "redis.enabled=false", "--set-json", f'gateway.watchNamespaces=["{restricted_ns}"]']
+    options += ["--set", "operator.enabled=false"]
+    install(cluster.kubeconfig, release, restricted_ns, local, *options)
+    (gw,) = [p for p in _pods(core, restricted_ns, release) if p.metadata.labels[COMPONENT] == "gateway"]
+    url = f"http://{gw.status.pod_ip}:8080/v1/completions"
+    body = {"model": "nobody-serves-this", "prompt": "hi", "max_tokens": 1}
+    assert _post_status(url, body, {}) == 401
+    assert _post_status(url, body, {"Authorization": "Bearer sk-wrong"}) == 401
+    assert _post_status(url, body, {"Authorization": f"Bearer {key}"}) == 404  # authenticated; no such model
+    helm("uninstall", release, "--namespace", restricted_ns, "--wait", kubeconfig=cluster.kubeconfig)

@@ -101,7 +101,9 @@ def test_prometheus_scrapes_every_component_and_engine(demo: tuple[DemoSummary, 
 def test_dashboard_panel_query_returns_data(expr: str, demo: tuple[DemoSummary, DemoServices, DemoConfig]) -> None:
     _, services, cfg = demo
     if AUTOSCALER_METRIC in expr and not cfg.autoscaler:
-        pytest.skip("the autoscaler (`headway autoscaler`, deploy/rbac/autoscaler.yaml) is absent from this checkout")
+        pytest.skip(
+            "`headway autoscaler`, deploy/rbac/autoscaler.yaml or a bench/profiles/*.json is absent from this checkout"
+        )
     result = services.prometheus.query(_substitute(expr))
     assert result, f"empty result: {expr}"
     values = [float(r["value"][1]) for r in result]
