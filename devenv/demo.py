@@ -174,7 +174,7 @@ def scrape_targets(core: k8s.CoreV1Api, cfg: DemoConfig) -> list[dict[str, Any]]
     return groups
 
 
-def prometheus_for(directory: Path, targets_file: Path, interval_s: float) -> PrometheusServer:
+def prometheus_for(directory: Path, targets_file: Path, interval_s: float, port: int = 0) -> PrometheusServer:
     """The operator reports each pool's own `namespace` label; honor_labels keeps it, as the chart's
     ServiceMonitor does, instead of renaming it to exported_namespace."""
     targets_file.write_text("[]")
@@ -185,7 +185,7 @@ def prometheus_for(directory: Path, targets_file: Path, interval_s: float) -> Pr
             "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "1s"}],
         }
     ]
-    return PrometheusServer(directory, scrape, rule_files=(RULES,), scrape_interval_s=interval_s)
+    return PrometheusServer(directory, scrape, port=port, rule_files=(RULES,), scrape_interval_s=interval_s)
 
 
 async def _traffic(gateway: str, models: list[str], cfg: DemoConfig, progress: Progress, stats: TrafficStats) -> None:
@@ -268,20 +268,27 @@ def _pool_summaries(custom: k8s.CustomObjectsApi, apps: k8s.AppsV1Api, ns: str) 
 
 
 def run_demo(
-    cluster: LocalCluster, directory: Path, cfg: DemoConfig, progress: Progress = print
+    cluster: LocalCluster,
+    directory: Path,
+    cfg: DemoConfig,
+    progress: Progress = print,
+    *,
+    redis_port: int = 0,
+    prometheus_port: int = 0,
 ) -> tuple[DemoSummary, DemoServices]:
     """Install headway with helm, apply the sample pools, drive traffic through the gateway, summarise.
 
     Needs the dev runner watching the cluster. Leaves everything running; the returned services (and
-    the release) are the caller's to stop.
+    the release) are the caller's to stop. A run again on the same ports leaves the release's values,
+    and so its pods, as they were.
     """
     directory.mkdir(parents=True, exist_ok=True)
     api = cluster.api_client()
     core, apps, custom = k8s.CoreV1Api(api), k8s.AppsV1Api(api), k8s.CustomObjectsApi(api)
     progress("redis and prometheus")
-    redis = RedisServer(directory / "redis").start()
+    redis = RedisServer(directory / "redis", port=redis_port).start()
     targets = directory / "prometheus-targets.json"
-    prometheus = prometheus_for(directory / "prometheus", targets, cfg.scrape_interval_s).start()
+    prometheus = prometheus_for(directory / "prometheus", targets, cfg.scrape_interval_s, prometheus_port).start()
     services = DemoServices(redis, prometheus)
     try:
         progress(f"helm install {cfg.release} into {cfg.namespace} (PodSecurity restricted)")
@@ -389,8 +396,16 @@ def demo_up(cfg: DemoConfig, progress: Progress = print) -> DemoSummary:
     for name in ("redis", "prometheus"):
         if state.get(name):
             procs.stop(int(state[name]), grace_s=5.0)
-    summary, services = run_demo(cluster, d / "run", cfg, progress)
+    summary, services = run_demo(
+        cluster,
+        d / "run",
+        cfg,
+        progress,
+        redis_port=int(state.get("redis_port", 0)),
+        prometheus_port=int(state.get("prometheus_port", 0)),
+    )
     state |= {"redis": services.redis.pid, "prometheus": services.prometheus.pid}
+    state |= {"redis_port": services.redis.port, "prometheus_port": services.prometheus.port}
     state_file.write_text(json.dumps(state))
     return summary
 
