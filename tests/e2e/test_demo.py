@@ -110,6 +110,16 @@ def test_dashboard_panel_query_returns_data(expr: str, demo: tuple[DemoSummary, 
     assert any(math.isfinite(v) for v in values), f"{expr} → {values}"
 
 
+def test_dashboards_have_unique_ids_and_define_every_variable_their_panels_use() -> None:
+    uids = [json.loads(p.read_text())["uid"] for p in DASHBOARDS]
+    assert len(uids) == len(set(uids)) == 4, uids
+    for path in DASHBOARDS:
+        board = json.loads(path.read_text())
+        defined = {v["name"] for v in board["templating"]["list"]} | {"__rate_interval"}
+        used = {m for p in board["panels"] for t in p["targets"] for m in re.findall(r"\$\{?(\w+)", t["expr"])}
+        assert used <= defined, (path.name, used - defined)
+
+
 def test_dashboard_panels_have_title_unit_and_description() -> None:
     for path in DASHBOARDS:
         for panel in json.loads(path.read_text())["panels"]:
