@@ -374,3 +374,98 @@ def test_gateway_reads_api_keys_from_its_mounted_secret(
     assert _post_status(url, body, {"Authorization": "Bearer sk-wrong"}) == 401
     assert _post_status(url, body, {"Authorization": f"Bearer {key}"}) == 404  # authenticated; no such model
     helm("uninstall", release, "--namespace", restricted_ns, "--wait", kubeconfig=cluster.kubeconfig)
+
+
+def _server_dry_run(cluster: LocalCluster, namespace: str, values: Path) -> list[dict[str, Any]]:
+    """`helm install --dry-run=server`: rendered with the live cluster's API discovery."""
+    out = helm(
+        "install",
+        "mon",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--values",
+        str(values),
+        "--dry-run=server",
+        kubeconfig=cluster.kubeconfig,
+    )
+    manifest = out.split("MANIFEST:", 1)[1].split("NOTES:", 1)[0]
+    return [d for d in yaml.safe_load_all(manifest) if d]
+
+
+def test_no_monitors_where_the_live_cluster_lacks_the_prometheus_operator_api(
+    cluster: LocalCluster, restricted_ns: str, local: Path
+) -> None:
+    assert not {"ServiceMonitor", "PodMonitor", "PrometheusRule"} & _kinds(
+        _server_dry_run(cluster, restricted_ns, local)
+    )
+
+
+def _stand_in_crd(kind: str) -> dict[str, Any]:
+    """A schemaless CRD of the Prometheus Operator's group: enough for discovery to report the API,
+    which is all the chart asks of the cluster (the real CRDs are not available offline)."""
+    plural = f"{kind.lower()}s"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                }
+            ],
+        },
+    }
+
+
+@pytest.fixture
+def prometheus_operator_api(cluster: LocalCluster) -> Iterator[None]:
+    ext = k8s.ApiextensionsV1Api(cluster.api_client())
+    kinds = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
+    for kind in kinds:
+        ext.create_custom_resource_definition(_stand_in_crd(kind))
+    eventually(
+        lambda: all(
+            any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+            for crd in (ext.read_custom_resource_definition(f"{k.lower()}s.monitoring.coreos.com") for k in kinds)
+        ),
+        timeout_s=30,
+        what="stand-in Prometheus Operator CRDs established",
+    )
+    yield
+    for kind in kinds:
+        ext.delete_custom_resource_definition(f"{kind.lower()}s.monitoring.coreos.com")
+
+
+def test_monitors_follow_the_live_cluster_api_and_are_admitted(
+    cluster: LocalCluster, restricted_ns: str, local: Path, prometheus_operator_api: None
+) -> None:
+    """`monitoring.prometheusOperator: auto` asks the real API server's discovery, not a flag."""
+    out = helm(
+        "install",
+        "mon",
+        str(CHART),
+        "--namespace",
+        restricted_ns,
+        "--values",
+        str(local),
+        "--dry-run=server",
+        kubeconfig=cluster.kubeconfig,
+    )
+    manifest = out.split("MANIFEST:", 1)[1].split("NOTES:", 1)[0]
+    objects = [d for d in yaml.safe_load_all(manifest) if d]
+    assert {"ServiceMonitor", "PodMonitor", "PrometheusRule"} <= _kinds(objects)
+    monitors = "\n---\n".join(
+        yaml.safe_dump(o) for o in objects if o["kind"] in ("ServiceMonitor", "PodMonitor", "PrometheusRule")
+    )
+    proc = _kubectl(
+        cluster, "apply", "--server-side", "--dry-run=server", "-n", restricted_ns, "-f", "-", stdin=monitors
+    )
+    assert proc.returncode == 0, proc.stderr
