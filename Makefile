@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 VLLM_STAMP := .venv-vllm/.installed
 PYTEST_ARGS ?=
+# e.g. make demo DEMO_ARGS="--engine-runtime vllm --duration-s 60"
+DEMO_ARGS ?=
 # The top-level operator/ folder would shadow the standard library's `operator` module if the
 # working directory were put on sys.path (python -m does that); never let it be.
 export PYTHONSAFEPATH := 1
@@ -52,7 +54,7 @@ cluster-status: venv
 	@$(PY) -m headway dev cluster status
 
 demo: venv cluster-binaries services vllm
-	@$(PY) -m headway dev demo
+	@$(PY) -m headway dev demo $(DEMO_ARGS)
 
 demo-down: venv
 	@$(PY) -m headway dev demo --down

@@ -161,37 +161,52 @@ def tiny_model(
 @app.command("demo")
 def demo(
     down: Annotated[bool, typer.Option("--down", help="Remove everything the demo started.")] = False,
-    engine_runtime: Annotated[str, typer.Option(help="What serves the engine pod: vllm (real, CPU) or sim.")] = "vllm",
-    requests: Annotated[int, typer.Option(min=1, max=1000, help="Completions to send.")] = 20,
+    engine_runtime: Annotated[
+        str, typer.Option(help="What serves engine pods: sim (simulator) or vllm (real vLLM on CPU, slower).")
+    ] = "sim",
+    duration_s: Annotated[float, typer.Option(min=5.0, max=3600.0, help="Seconds of traffic.")] = 180.0,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Concurrent clients.")] = 4,
 ) -> None:
-    """Local cluster with GPU nodes + runner + a real vLLM engine pod on an L4 node, driven with traffic."""
-    from headway.devenv.demo import demo_down, demo_up
+    """helm install headway on a local cluster with GPU nodes, apply two ModelPools, drive shared-prefix traffic."""
+    from headway.devenv.chart import autoscaler_available
+    from headway.devenv.demo import DemoConfig, demo_down, demo_up
 
     if down:
         demo_down()
         err.print("demo removed")
         return
-    if engine_runtime not in ENGINE_RUNTIMES:
-        err.print(f"error: --engine-runtime must be one of {', '.join(ENGINE_RUNTIMES)}")
+    if engine_runtime not in ("sim", "vllm"):
+        err.print("error: --engine-runtime must be sim or vllm")
         raise typer.Exit(2)
+    cfg = DemoConfig(
+        engine_runtime=engine_runtime,
+        duration_s=duration_s,
+        concurrency=concurrency,
+        autoscaler=autoscaler_available(),
+    )
     try:
         with err.status("starting") as status:
-            s = demo_up(runtime=engine_runtime, requests=requests, progress=status.update)
+            s = demo_up(cfg, progress=status.update)
     except Exception as e:
         _fail(f"{type(e).__name__}: {e}")
         return
     table = Table("", "", title="headway demo", show_header=False)
-    table.add_row("kubeconfig", str(s.kubeconfig))
-    table.add_row("cluster start-up", f"{s.cluster_startup_s:.1f}s")
-    table.add_row("nodes", ", ".join(f"{k}×{v}" for k, v in sorted(s.nodes_by_product.items())))
-    table.add_row("engine pod", f"{s.engine_pod} on {s.engine_node} ({engine_runtime}, Ready in {s.engine_ready_s}s)")
-    table.add_row("engine URL", s.engine_url)
+    table.add_row("gateway", f"{s.gateway_url}/v1  (OpenAI API; try {s.gateway_url}/v1/models)")
+    for pool in s.pools:
+        variants = ", ".join(f"{v['name']}: {v['ready']}/{v['desired']} × {v['gpu_product']}" for v in pool.variants)
+        table.add_row(f"pool {pool.name}", f"model {pool.model}; {variants}")
+    t = s.traffic
     table.add_row(
         "requests",
-        f"{s.requests} completions, {s.prompt_tokens} prompt / {s.completion_tokens} output tokens",
+        f"{t.requests} in {s.duration_s:.0f}s ({t.errors} errors); "
+        + ", ".join(f"{m}: {n}" for m, n in sorted(t.by_model.items())),
     )
-    table.add_row("latency", f"p50 {s.latency_p50_s * 1000:.0f} ms, max {s.latency_max_s * 1000:.0f} ms")
+    table.add_row("TTFT", f"p50 {t.percentile(50) * 1000:.0f} ms, p90 {t.percentile(90) * 1000:.0f} ms (client-side)")
+    table.add_row("prefix-cache hits", f"{s.prefix_hit_ratio:.1%} of prompt tokens (engines' vllm:prefix_cache_*)")
+    table.add_row("cost", f"${s.cost_per_hour_usd:.2f}/hour (ready GPUs × each variant's costPerGpuHourUsd)")
+    table.add_row("prometheus", f"{s.prometheus_url}  (alert rules loaded; dashboards in deploy/dashboards)")
+    table.add_row("kubeconfig", str(s.kubeconfig))
     Console().print(table)
     kubectl = ensure_binaries(build=False).path("kubectl")
-    print(f"try: {kubectl} --kubeconfig {s.kubeconfig} get pods -A -o wide")
+    print(f"try: {kubectl} --kubeconfig {s.kubeconfig} get modelpools,pods -A -o wide")
     print("remove with: make demo-down")

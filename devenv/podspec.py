@@ -6,7 +6,8 @@ Pure functions over plain dicts (the pod as the API returns it), so every transl
 - Service host names and ClusterIPs followed by a port rewritten to a ready endpoint, since this
   cluster has no DNS and no kube-proxy;
 - engine commands (`vllm serve …`) mapped to the chosen runtime, the simulator or real vLLM on CPU;
-- a wildcard bind address replaced by the pod IP, so pods sharing a port do not collide on one host.
+- a wildcard bind address replaced by the pod IP, so pods sharing a port do not collide on one host;
+- paths under a ConfigMap or Secret volume's mountPath pointed at the files the runner wrote for it.
 """
 
 from __future__ import annotations
@@ -135,6 +136,49 @@ def rewrite_service_refs(text: str, namespace: str, services: Sequence[ServiceVi
     return pattern.sub(sub, text)
 
 
+@dataclass(frozen=True)
+class ConfigVolume:
+    """A ConfigMap or Secret volume the container mounts: the runner writes its keys as files."""
+
+    volume: str
+    kind: str  # "configMap" | "secret"
+    source: str
+    mount_path: str
+    items: tuple[tuple[str, str], ...] = ()
+    """(key, relative path) pairs; empty: every key, each as a file named after it."""
+    optional: bool = False
+
+
+def config_volumes(pod: Mapping[str, Any], container: Mapping[str, Any]) -> list[ConfigVolume]:
+    """The container's ConfigMap and Secret mounts; other volume kinds need nothing from the runner
+    (an emptyDir is the process's own working directory)."""
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+    out = []
+    for mount in container.get("volumeMounts") or []:
+        vol = volumes.get(mount["name"]) or {}
+        for kind, name_key in (("configMap", "name"), ("secret", "secretName")):
+            if kind in vol:
+                src = vol[kind]
+                if mount.get("subPath"):
+                    raise PodSpecError(f"volume {mount['name']}: subPath mounts are not supported by the dev runner")
+                items = tuple((i["key"], i["path"]) for i in src.get("items") or [])
+                out.append(
+                    ConfigVolume(
+                        mount["name"], kind, src[name_key], mount["mountPath"], items, bool(src.get("optional"))
+                    )
+                )
+    return out
+
+
+def rewrite_mount_paths(text: str, mounts: Mapping[str, str]) -> str:
+    """A path at or under a mountPath becomes the same path under the directory that stands in for it."""
+    for mount_path, local in sorted(mounts.items(), key=lambda kv: len(kv[0]), reverse=True):
+        base = mount_path.rstrip("/")
+        replacement = local.rstrip("/")
+        text = re.sub(rf"(?<![\w./-]){re.escape(base)}(?=/|$|[^\w.-])", lambda _, r=replacement: r, text)
+    return text
+
+
 def _is_wildcard(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_unspecified
@@ -208,8 +252,10 @@ def local_command(
     runtime: str,
     runtimes: EngineRuntimes,
     services: Sequence[ServiceView] = (),
+    mounts: Mapping[str, str] | None = None,
 ) -> LocalCommand:
-    """The command line and environment to run for the pod's first container."""
+    """The command line and environment to run for the pod's first container. `mounts` maps each
+    ConfigMap/Secret mountPath to the local directory holding its files."""
     spec = pod["spec"]
     containers = spec.get("containers") or []
     if not containers:
@@ -220,8 +266,9 @@ def local_command(
         raise PodSpecError(f"container {container['name']}: no command (image entrypoints are not known locally)")
     namespace, pod_ip = pod["metadata"]["namespace"], pod["status"].get("podIP") or ""
     env = container_env(pod, container)
-    env = {k: rewrite_service_refs(v, namespace, services) for k, v in env.items()}
-    argv = [rewrite_service_refs(expand(a, env), namespace, services) for a in argv_raw]
+    mounts = mounts or {}
+    env = {k: rewrite_mount_paths(rewrite_service_refs(v, namespace, services), mounts) for k, v in env.items()}
+    argv = [rewrite_mount_paths(rewrite_service_refs(expand(a, env), namespace, services), mounts) for a in argv_raw]
 
     engine = _engine_args(argv)
     if engine is not None:

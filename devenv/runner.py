@@ -4,13 +4,16 @@ For each Running pod that carries the engine label or headway's control-plane la
 pod's container command as a local process bound to the pod's IP, probes its readiness and writes
 the pod's Ready condition, restarts it with back-off when it exits (reporting the exit in a pod
 Event), and stops it when the pod goes away. Control-plane pods get a kubeconfig holding a token of
-their own ServiceAccount (TokenRequest API), so RBAC applies to them exactly as in a cluster.
+their own ServiceAccount (TokenRequest API), so RBAC applies to them exactly as in a cluster. A pod's
+ConfigMap and Secret volumes are written as files in its working directory, and paths under their
+mountPath in the command point there.
 
 This is a stand-in for a kubelet on a laptop, not part of headway.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import datetime as dt
@@ -37,11 +40,13 @@ from headway.api import CONTROL_PLANE_LABEL, CONTROL_PLANE_VALUE, ENGINE_LABEL, 
 from headway.devenv import procs
 from headway.devenv.kubeconfig import read_server_and_ca, write_kubeconfig
 from headway.devenv.podspec import (
+    ConfigVolume,
     EngineRuntimes,
     LocalCommand,
     PodSpecError,
     ServiceNotReady,
     ServiceView,
+    config_volumes,
     local_command,
 )
 
@@ -343,10 +348,46 @@ class Runner:
             namespace=ns,
         )
 
+    def _write_volume(self, namespace: str, vol: ConfigVolume, directory: Path) -> None:
+        """Write a ConfigMap's or Secret's keys as files, as the kubelet's volume plugins do."""
+        try:
+            if vol.kind == "configMap":
+                obj = self.core.read_namespaced_config_map(vol.source, namespace)
+                files = {k: v.encode() for k, v in (obj.data or {}).items()}
+                files |= {k: base64.b64decode(v) for k, v in (obj.binary_data or {}).items()}
+            else:
+                obj = self.core.read_namespaced_secret(vol.source, namespace)
+                files = {k: base64.b64decode(v) for k, v in (obj.data or {}).items()}
+        except ApiException as e:
+            if e.status == 404 and vol.optional:
+                files = {}
+            elif e.status == 404:
+                raise ServiceNotReady(f"volume {vol.volume}: {vol.kind} {namespace}/{vol.source} does not exist") from e
+            else:
+                raise
+        wanted = dict(vol.items) if vol.items else {k: k for k in files}
+        directory.mkdir(parents=True, exist_ok=True)
+        for key, rel in wanted.items():
+            if key not in files:
+                raise PodSpecError(f"volume {vol.volume}: {vol.kind} {vol.source} has no key {key}")
+            target = directory / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(files[key])
+            target.chmod(0o600 if vol.kind == "secret" else 0o644)
+
     def _start(self, m: Managed, pod: Mapping[str, Any]) -> None:
         runtime = (pod["metadata"].get("annotations") or {}).get(ENGINE_RUNTIME_ANNOTATION, self.engine_runtime)
+        # Each pod gets its own working directory, as a container has its own filesystem; never the
+        # runner's (a checkout's `operator/` folder would shadow the standard library's module).
+        workdir = self.state_dir / "work" / m.namespace / m.name
+        workdir.mkdir(parents=True, exist_ok=True)
         try:
-            cmd = local_command(pod, runtime=runtime, runtimes=self.runtimes, services=self._services())
+            mounts = {}
+            for vol in config_volumes(pod, pod["spec"]["containers"][0]):
+                local = workdir / "volumes" / vol.volume
+                self._write_volume(m.namespace, vol, local)
+                mounts[vol.mount_path] = str(local)
+            cmd = local_command(pod, runtime=runtime, runtimes=self.runtimes, services=self._services(), mounts=mounts)
         except ServiceNotReady as e:
             if m.waiting_reported != str(e):
                 self._event(m, "WaitingForService", str(e))
@@ -363,10 +404,6 @@ class Runner:
             env["KUBECONFIG"] = str(self._control_plane_kubeconfig(pod))
         logfile = self.state_dir / "logs" / m.namespace / f"{m.name}.log"
         logfile.parent.mkdir(parents=True, exist_ok=True)
-        # Each pod gets its own working directory, as a container has its own filesystem; never the
-        # runner's (a checkout's `operator/` folder would shadow the standard library's module).
-        workdir = self.state_dir / "work" / m.namespace / m.name
-        workdir.mkdir(parents=True, exist_ok=True)
         with open(logfile, "ab") as out:
             m.proc = subprocess.Popen(
                 cmd.argv,

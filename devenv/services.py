@@ -6,10 +6,12 @@ with its owner, so tests and demos do not interfere with each other or with the 
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +147,18 @@ class PrometheusServer:
 
         _wait(ready, timeout_s, "prometheus", proc, log)
         return self
+
+    def query(self, expr: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """An instant query through the HTTP API; a PromQL error raises with Prometheus's message."""
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as r:
+                body = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            body = json.loads(e.read() or b"{}")
+        if body.get("status") != "success":
+            raise ServiceError(f"prometheus query {expr!r}: {body.get('errorType')}: {body.get('error')}")
+        return list(body["data"]["result"])
 
     def stop(self) -> None:
         if self.pid:

@@ -9,14 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from headway.devenv.podspec import (
+    ConfigVolume,
     EngineRuntimes,
     PodSpecError,
     ServiceNotReady,
     ServiceView,
     bind_to_pod_ip,
+    config_volumes,
     container_env,
     expand,
     local_command,
+    rewrite_mount_paths,
     rewrite_service_refs,
 )
 
@@ -158,3 +161,66 @@ def test_unknown_runtime_and_missing_command_are_errors() -> None:
         local_command(pod(["vllm", "serve", "m"]), runtime="tgi", runtimes=RUNTIMES)
     with pytest.raises(PodSpecError, match="no command"):
         local_command(pod([]), runtime="sim", runtimes=RUNTIMES)
+
+
+def _with_volumes(p: dict, mounts: list[dict], volumes: list[dict]) -> dict:
+    p["spec"]["containers"][0]["volumeMounts"] = mounts
+    p["spec"]["volumes"] = volumes
+    return p
+
+
+def test_config_volumes_lists_configmap_and_secret_mounts_only() -> None:
+    p = _with_volumes(
+        pod(["x"]),
+        [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "profiles", "mountPath": "/etc/hw/profiles", "readOnly": True},
+            {"name": "keys", "mountPath": "/etc/hw/keys"},
+        ],
+        [
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "profiles", "configMap": {"name": "cm", "items": [{"key": "p.json", "path": "a/p.json"}]}},
+            {"name": "keys", "secret": {"secretName": "s", "optional": True}},
+        ],
+    )
+    assert config_volumes(p, p["spec"]["containers"][0]) == [
+        ConfigVolume("profiles", "configMap", "cm", "/etc/hw/profiles", (("p.json", "a/p.json"),)),
+        ConfigVolume("keys", "secret", "s", "/etc/hw/keys", (), optional=True),
+    ]
+
+
+def test_config_volumes_refuse_sub_path_mounts() -> None:
+    p = _with_volumes(
+        pod(["x"]),
+        [{"name": "v", "mountPath": "/etc/f.json", "subPath": "f.json"}],
+        [{"name": "v", "configMap": {"name": "cm"}}],
+    )
+    with pytest.raises(PodSpecError, match="subPath"):
+        config_volumes(p, p["spec"]["containers"][0])
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        pytest.param("--profiles=/etc/hw/p/profiles.json", "--profiles=/w/v/profiles.json", id="flag-value"),
+        pytest.param("/etc/hw/p", "/w/v", id="the-mount-itself"),
+        pytest.param("/etc/hw/p/", "/w/v/", id="trailing-slash"),
+        pytest.param("/etc/hw/pp/x", "/etc/hw/pp/x", id="sibling-prefix-untouched"),
+        pytest.param("/other/etc/hw/p/x", "/other/etc/hw/p/x", id="not-at-a-path-start"),
+        pytest.param("/etc/hw/p/k /etc/hw/keys/a", "/w/v/k /w/k/a", id="two-mounts"),
+        pytest.param("", "", id="empty"),
+    ],
+)
+def test_mount_paths_point_at_the_local_copies(text: str, want: str) -> None:
+    assert rewrite_mount_paths(text, {"/etc/hw/p": "/w/v", "/etc/hw/keys/": "/w/k"}) == want
+
+
+def test_local_command_rewrites_mount_paths_in_args_and_env() -> None:
+    p = pod(
+        ["headway", "autoscaler"],
+        ["--profiles=/etc/hw/p/profiles.json"],
+        env=[{"name": "KEYS", "value": "/etc/hw/p/keys.yaml"}],
+    )
+    cmd = local_command(p, runtime="sim", runtimes=RUNTIMES, mounts={"/etc/hw/p": "/w/v"})
+    assert cmd.argv == ["HW", "autoscaler", "--profiles=/w/v/profiles.json"]
+    assert cmd.env["KEYS"] == "/w/v/keys.yaml"
