@@ -1,7 +1,7 @@
 """Routing under load: headway's routers against the anchors, in one process tree, same seeds, cold engines.
 
     headway bench routing [--workload shared-prefix|multi-turn|no-sharing|all] [--engines 8] [--scale 20]
-                          [--time-scale 0.035] [--stage-seconds 15] [--rates 10,20,30,45,60]
+                          [--time-scale 0.035] [--stage-seconds 12] [--llmd-stages 10,40,60,80]
                           [--routers NAME,...] [--seed 1] [--smoke]
 
 For each router: N simulated H100 engines (`headway sim`, started cold), the router, and an open-loop
@@ -571,8 +571,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=19.0,
         help="Engine-time QPS per llm-d stage QPS (wall-clock QPS = this × --time-scale × llm-d QPS).",
     )
-    p.add_argument("--llmd-stages", default="10,20,30,45,60", help="llm-d stage QPS to run (of 3 … 60).")
-    p.add_argument("--stage-seconds", type=float, default=15.0)
+    p.add_argument("--llmd-stages", default="10,40,60,80", help="llm-d stage QPS to run (theirs: 3 … 60).")
+    p.add_argument("--stage-seconds", type=float, default=12.0)
     p.add_argument("--drain-seconds", type=float, default=60.0, help="Wait this long for the last answers.")
     p.add_argument("--routers", default=",".join(ROUTERS), help=f"Comma-separated, of: {', '.join(ROUTERS)}.")
     p.add_argument("--seed", type=int, default=1)

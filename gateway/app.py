@@ -355,6 +355,8 @@ class Gateway:
         router = route.pipelines.get(strategy) if route is not None else None
         if (routed := getattr(router, "routed", None)) is not None:
             routed(rr, ep)
+        if self.cfg.pending_ttl_s and getattr(router, "speculative", True):
+            self.index.speculate(ep.id, self._keys_for(rr, ep), self.cfg.pending_ttl_s)
         ep.in_flight += 1
         self.in_flight += 1
         self.metrics.in_flight.set(self.in_flight)

@@ -43,6 +43,12 @@ class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
     scrape_interval_s: float = Field(0.25, gt=0, description="Engine /metrics scrape period.")
     stale_after_s: float = Field(2.0, gt=0, description="Metrics older than this make an endpoint stale.")
     speculative_ttl_s: float = Field(2.0, ge=0, description="How long a routed prefix counts before its events.")
+    pending_ttl_s: float = Field(
+        30.0,
+        ge=0,
+        description="Until its first token, a routed prompt counts as held by its engine: under load a request "
+        "waits in the engine's queue for seconds, and its KV events only come after that.",
+    )
     hold_s: float = Field(
         30.0,
         ge=0,
