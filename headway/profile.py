@@ -1,0 +1,146 @@
+"""`headway profile`: sweep the simulator's latency model into a capacity profile for the autoscaler.
+
+For each GPU type, tensor-parallel size and (input, output) token bucket, the request rate is doubled
+until the SLO's percentiles break, then bisected: the highest rate that met both the TTFT and the ITL
+target is the bucket's capacity. Rates beyond it are swept too (to 2×), so that the profile also says
+how latency and attainment fall apart under overload, which the autoscaler benchmark replays.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from headway.autoscaler.capacity import BucketCapacity, CapacityProfile, GpuCapacity, LatencyPoint, Slo
+from headway.sim.profiles import PRESETS, GpuProfile
+from headway.sim.sweep import run_load
+
+DEFAULT_INPUTS = (256, 1024, 4096)
+DEFAULT_OUTPUTS = (64, 256)
+_MIN_RPS = 0.05
+_MAX_RPS = 512.0
+_SPAN_S = 30.0
+"""Seconds of arrivals per trial (at least `_MIN_REQUESTS`): long enough to reach steady state."""
+_MIN_REQUESTS = 120
+_MAX_REQUESTS = 600
+_BISECT_STEPS = 4
+_OVERLOAD = (1.5, 2.0)
+
+
+def _point(profile: GpuProfile, rps: float, i: int, o: int, slo: Slo) -> LatencyPoint:
+    requests = int(min(_MAX_REQUESTS, max(_MIN_REQUESTS, rps * _SPAN_S)))
+    p = run_load(
+        profile,
+        rps,
+        i,
+        o,
+        ttft_s=slo.ttft_s,
+        itl_s=slo.itl_s,
+        ttft_percentile=slo.ttft_percentile,
+        itl_percentile=slo.itl_percentile,
+        requests=requests,
+    )
+    finite = 1e6
+    return LatencyPoint(
+        rps=round(rps, 4),
+        ttft_s=round(min(p.ttft_s, finite), 6),
+        itl_s=round(min(p.itl_s, finite), 6),
+        attainment=round(p.attainment, 4),
+        throughput_rps=round(p.throughput_rps, 4),
+    )
+
+
+def _meets(p: LatencyPoint, slo: Slo) -> bool:
+    return p.ttft_s <= slo.ttft_s and p.itl_s <= slo.itl_s
+
+
+def sweep_bucket(profile: GpuProfile, i: int, o: int, slo: Slo) -> BucketCapacity:
+    """Capacity of one bucket: 0 when even a trickle misses the SLO."""
+    points: dict[float, LatencyPoint] = {}
+
+    def at(rps: float) -> LatencyPoint:
+        if rps not in points:
+            points[rps] = _point(profile, rps, i, o, slo)
+        return points[rps]
+
+    if not _meets(at(_MIN_RPS), slo):
+        return BucketCapacity(input_tokens=i, output_tokens=o, max_rps=0.0, points=[points[_MIN_RPS]])
+    good, bad = _MIN_RPS, _MIN_RPS * 2
+    while bad < _MAX_RPS and _meets(at(bad), slo):
+        good, bad = bad, bad * 2
+    for _ in range(_BISECT_STEPS):
+        mid = math.sqrt(good * bad)
+        good, bad = (mid, bad) if _meets(at(mid), slo) else (good, mid)
+    for f in _OVERLOAD:
+        at(good * f)
+    return BucketCapacity(
+        input_tokens=i, output_tokens=o, max_rps=round(good, 4), points=sorted(points.values(), key=lambda p: p.rps)
+    )
+
+
+def build_profile(
+    gpus: list[str], tensor_parallel: list[int], inputs: list[int], outputs: list[int], slo: Slo, model: str
+) -> CapacityProfile:
+    entries = []
+    for name in gpus:
+        for tp in tensor_parallel:
+            prof = PRESETS[name].scaled(tp) if tp > 1 else PRESETS[name]
+            buckets = [sweep_bucket(prof, i, o, slo) for i in inputs for o in outputs]
+            entries.append(
+                GpuCapacity(gpu=name, tensor_parallel=tp, cost_per_hour_usd=prof.cost_per_hour_usd, buckets=buckets)
+            )
+    return CapacityProfile(
+        model=model, source="headway simulator latency model (sim/profiles.py)", slo=slo, gpus=entries
+    )
+
+
+def _ints(value: str, flag: str) -> list[int]:
+    try:
+        out = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{flag} takes comma-separated whole numbers, got {value!r}") from None
+    if not out or any(x < 1 for x in out):
+        raise typer.BadParameter(f"{flag} takes comma-separated whole numbers ≥ 1, got {value!r}")
+    return out
+
+
+def profile(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the profile JSON.")],
+    gpus: Annotated[str, typer.Option(help=f"GPU presets to sweep, of {', '.join(PRESETS)}.")] = ",".join(PRESETS),
+    tensor_parallel: Annotated[str, typer.Option(help="Tensor-parallel sizes, comma-separated.")] = "1",
+    inputs: Annotated[str, typer.Option(help="Input-length buckets (tokens).")] = ",".join(map(str, DEFAULT_INPUTS)),
+    outputs: Annotated[str, typer.Option(help="Output-length buckets (tokens).")] = ",".join(map(str, DEFAULT_OUTPUTS)),
+    ttft_s: Annotated[float, typer.Option(help="TTFT target (seconds).")] = 1.0,
+    ttft_percentile: Annotated[float, typer.Option(help="Percentile of the TTFT target.")] = 90,
+    itl_s: Annotated[float, typer.Option(help="Inter-token latency target (seconds).")] = 0.1,
+    itl_percentile: Annotated[float, typer.Option(help="Percentile of the ITL target.")] = 90,
+    model: Annotated[str, typer.Option(help="Model name recorded in the profile.")] = "llama-3-8b",
+) -> None:
+    """Sweep the simulator's latency model into a capacity profile (max req/s per GPU and token bucket)."""
+    names = [g.strip().upper() for g in gpus.split(",") if g.strip()]
+    unknown = [g for g in names if g not in PRESETS]
+    if unknown or not names:
+        raise typer.BadParameter(f"--gpus: unknown {unknown or gpus!r}; known: {', '.join(PRESETS)}")
+    for flag, v in (("--ttft-s", ttft_s), ("--itl-s", itl_s)):
+        if not v > 0:
+            raise typer.BadParameter(f"{flag} must be > 0")
+    for flag, v in (("--ttft-percentile", ttft_percentile), ("--itl-percentile", itl_percentile)):
+        if not 0 < v < 100:
+            raise typer.BadParameter(f"{flag} must be within (0, 100)")
+    slo = Slo(ttft_s=ttft_s, ttft_percentile=ttft_percentile, itl_s=itl_s, itl_percentile=itl_percentile)
+    result = build_profile(
+        names,
+        _ints(tensor_parallel, "--tensor-parallel"),
+        _ints(inputs, "--inputs"),
+        _ints(outputs, "--outputs"),
+        slo,
+        model,
+    )
+    result.dump(output)
+    for g in result.gpus:
+        caps = ", ".join(f"{b.input_tokens}x{b.output_tokens}={b.max_rps:g}" for b in g.buckets)
+        typer.echo(f"{g.gpu} tp={g.tensor_parallel}: req/s {caps}")
+    typer.echo(f"wrote {output}")
