@@ -92,6 +92,7 @@ class Slo(BaseModel, frozen=True, extra="forbid"):
     ttft_percentile: float
     itl_s: float
     itl_percentile: float
+    attainment: float = Field(0.99, gt=0, le=1, description="Share of requests that must meet both targets.")
 
 
 class CapacityProfile(BaseModel, frozen=True, extra="forbid"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from headway.autoscaler.cli import app as autoscaler_app
 from headway.devenv.cli import app as dev_app
 from headway.gateway.cli import app as gateway_app
 from headway.kvcache.cli import app as kvcache_app
@@ -15,6 +16,7 @@ app.add_typer(dev_app, name="dev")
 app.registered_commands += operator_app.registered_commands
 app.registered_commands += gateway_app.registered_commands
 app.registered_commands += kvcache_app.registered_commands
+app.registered_commands += autoscaler_app.registered_commands
 app.command("profile")(profile)
 
 
