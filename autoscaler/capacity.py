@@ -4,7 +4,9 @@ A profile file (JSON, written by `headway profile`) holds, for each GPU type and
 grid of (input tokens, output tokens) buckets; for each bucket the highest request rate that met the SLO
 and the latency measured at the rates swept on the way. The autoscaler reads capacity from it and
 corrects it online: when a variant is observed slower than the profile predicts at its current load, its
-capacity shrinks by that ratio (clamped, so one noisy window cannot zero or double a fleet).
+capacity shrinks by that ratio, at most halved so one noisy window cannot collapse it. An engine observed
+faster than profiled earns no extra capacity: below saturation latency says little about the rate at
+which the SLO would break, and over-trusting it is the costly mistake.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from headway.autoscaler.errors import ConfigError
 
-CORRECTION_MIN = 0.5
+CORRECTION_MIN = 1.0
 CORRECTION_MAX = 2.0
 
 Bucket = tuple[int, int]
@@ -122,7 +124,7 @@ def load_profile(path: Path) -> CapacityProfile:
 
 
 def correction(observed_s: float | None, predicted_s: float | None) -> float:
-    """Observed/predicted latency, clamped to [0.5, 2]; 1 when either side is unknown."""
+    """Observed/predicted latency, clamped to [1, 2]; 1 when either side is unknown."""
     if not observed_s or not predicted_s:
         return 1.0
     return min(CORRECTION_MAX, max(CORRECTION_MIN, observed_s / predicted_s))

@@ -34,6 +34,7 @@ def autoscaler(
     leader_election_namespace: Annotated[str, typer.Option(help="Namespace of the leader-election Lease.")] = (
         "headway-system"
     ),
+    lease_duration_s: Annotated[float, typer.Option(help="Seconds a leader's Lease lasts without renewal.")] = 15.0,
     gpu_budget: Annotated[int | None, typer.Option(help="Most GPUs one pool may use (default: no limit).")] = None,
     headroom: Annotated[float, typer.Option(help="SLO capacity kept over demand, ≥ 1.")] = 1.1,
     identity: Annotated[str, typer.Option(help="Name in the Lease (default: host name + process).")] = "",
@@ -59,6 +60,7 @@ def autoscaler(
             host=host,
             metrics_port=metrics_port,
             leader_election_namespace=leader_election_namespace,
+            lease_duration_s=lease_duration_s,
             gpu_budget=gpu_budget,
             headroom=headroom,
             identity=identity,

@@ -9,6 +9,7 @@ variants) lives in `status.autoscaling.state`, so a restarted or newly elected a
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import socket
 import time
@@ -105,6 +106,16 @@ class LeaderElector:
             if e.status == 409:
                 return False
             raise
+
+    def release(self) -> None:
+        """Give the Lease up on a clean stop, so a successor need not wait for it to expire."""
+        try:
+            lease = self.coord.read_namespaced_lease(AUTOSCALER_LEASE, self.namespace)
+            if lease.spec.holder_identity == self.identity:
+                lease.spec.holder_identity = ""
+                self.coord.replace_namespaced_lease(AUTOSCALER_LEASE, self.namespace, lease)
+        except k8s.ApiException as e:
+            log.warning("could not release the lease: %s %s", e.status, e.reason)
 
 
 # ----- the loop
@@ -291,13 +302,15 @@ class Controller:
         if d.changed or (flipped and d.stale):
             self.post_event(body, d.reason, d.message, warning=d.stale)
         log.info(
-            "pool %s/%s: %s desired=%s cost=%.2f/h changed=%s",
+            "pool %s/%s: %s desired=%s cost=%.2f/h changed=%s inputs=%s terms=%s",
             pool.namespace,
             pool.name,
             d.reason,
             d.desired,
             d.cost_per_hour_usd,
             d.changed,
+            json.dumps(d.inputs, separators=(",", ":")),
+            json.dumps(d.terms, separators=(",", ":")),
         )
 
     def post_event(self, body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
@@ -355,6 +368,13 @@ class Controller:
         return self.clock() - self.last_tick < max(3 * self.cfg.interval_s, 30.0)
 
     def run(self, stop: Callable[[], bool], wait: Callable[[float], object] = time.sleep) -> None:
+        try:
+            self._loop(stop, wait)
+        finally:
+            if self.leader:
+                self.elector.release()
+
+    def _loop(self, stop: Callable[[], bool], wait: Callable[[float], object]) -> None:
         while not stop():
             started = self.clock()
             try:

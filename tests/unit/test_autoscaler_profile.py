@@ -56,7 +56,8 @@ def test_a_broken_profile_file_is_one_line_naming_the_file(tmp_path) -> None:
     assert "\n" not in str(e.value)
 
 
-def test_correction_is_clamped() -> None:
+def test_correction_only_shrinks_capacity_and_at_most_halves_it() -> None:
+    assert correction(0.075, 0.05) == pytest.approx(1.5)
     assert correction(0.15, 0.05) == 2.0
-    assert correction(0.01, 0.05) == 0.5
+    assert correction(0.01, 0.05) == 1.0
     assert correction(None, 0.05) == 1.0
