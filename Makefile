@@ -66,5 +66,10 @@ bench: venv cluster-binaries services vllm
 	$(PY) -m headway bench kv-ingest
 	$(PY) -m headway bench gateway-overhead --vllm-router .venv-bench/bin/vllm-router
 
+.PHONY: bench-autoscaler
+bench-autoscaler: venv
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m headway bench autoscaler
+
 clean:
 	rm -rf $(VENV) .venv-vllm .venv-bench .pytest_cache .ruff_cache

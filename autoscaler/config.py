@@ -20,4 +20,9 @@ class AutoscalerConfig(BaseModel, frozen=True, extra="forbid"):
     lease_duration_s: float = Field(15.0, gt=0)
     identity: str = ""
     gpu_budget: int | None = Field(None, ge=1)
-    headroom: float = Field(1.1, ge=1.0, le=4.0, description="Capacity kept above demand (SLO capacity / demand).")
+    headroom: float = Field(
+        1.0,
+        ge=1.0,
+        le=4.0,
+        description="SLO capacity kept over demand (profiles already hold the SLO at its attainment).",
+    )

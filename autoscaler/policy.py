@@ -12,9 +12,15 @@ per variant and a record of why:
    correction (observed/predicted latency, clamped). A variant with Pending pods may not grow (never
    stack scale-ups on pods that have not started); one with Unschedulable pods is capped at its ready
    count for `BLOCK_S`, so the solver moves the demand to the next-cheapest variant.
-4. Growth is immediate, at most `maxScaleUpStep` replicas per variant per decision. Shrinking takes the
-   largest recommendation of the last `scaleDownWindowSeconds` (a sliding maximum, as the HPA's
-   stabilisation does), and only when the fleet is over-provisioned by more than `TOLERANCE`.
+4. Growth is immediate, at most `maxScaleUpStep` replicas per variant per decision, and happens only
+   when the replicas asked for (ready or starting) lack the capacity the demand needs, or when the
+   optimum costs `TOLERANCE` less than the fleet (a re-mix; the replaced replicas go by scale-down).
+   A re-shuffle that saves less is not worth its cold starts. Shrinking needs the fleet over-provisioned
+   by more than `TOLERANCE` for a whole `scaleDownWindowSeconds`, takes the largest recommendation of
+   that window (a sliding maximum, as the HPA's stabilisation does), and restarts the window, so a slow
+   decline costs one scale event per window, not one per replica.
+   Each removal keeps the remaining fleet's capacity over the demand, taking the most expensive
+   replicas first.
 5. A pool at zero goes to one replica of its cheapest schedulable variant as soon as a request is held
    at the gateway or seen at all; a pool goes to zero only when allowed and idle for
    `idleWindowSeconds`; otherwise at least one replica stays.
@@ -95,6 +101,8 @@ class PolicyState:
     """Per variant, a sliding-maximum deque of (time, recommended replicas) over the scale-down window."""
     blocked_until: dict[str, tuple[float, int]] = field(default_factory=dict)
     """Variant → (until, replicas cap) after Unschedulable pods."""
+    over_since: float | None = None
+    """Since when the fleet has been over-provisioned beyond the tolerance (None: it is not)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +117,7 @@ class PolicyState:
             last_active=d.get("last_active"),
             down_recs={k: [(float(t), int(n)) for t, n in v] for k, v in (d.get("down_recs") or {}).items()},
             blocked_until={k: (float(v[0]), int(v[1])) for k, v in (d.get("blocked_until") or {}).items()},
+            over_since=d.get("over_since"),
         )
 
 
@@ -193,7 +202,7 @@ def decide(
     if stable > 0 and panic_rps >= PANIC_RATIO * stable:
         panic_until = now + stable_s
     in_panic = now < panic_until
-    demand = max(stable, panic_rps)
+    demand = max(stable, panic_rps) if in_panic else stable
     active = obs.rps > 0 or obs.held_requests > 0 or obs.in_flight > 0
     last_active = now if active else state.last_active
 
@@ -235,8 +244,14 @@ def decide(
     reason = REASON_HOLD
     down_recs: dict[str, list[tuple[float, int]]] = {}
     window_s = float(spec.scale_down_window_seconds)
-    capacity_now = _fleet_rps(options, obs.mix, {v.name: v.ready for v in variants})
-    over_provisioned = demand * headroom < (1 - TOLERANCE) * capacity_now if capacity_now else True
+    asked = {o.name: min(current[o.name], o.hi) for o in options}
+    capacity = _fleet_rps(options, obs.mix, asked)
+    need = demand * headroom
+    short = need > capacity if obs.mix else False
+    current_cost = sum(_cost(v) * current[v.name] for v in variants)
+    cheaper = mix.unserved_rps == 0 and mix.cost_per_hour_usd < (1 - TOLERANCE) * current_cost
+    over = not short and (need < (1 - TOLERANCE) * capacity or cheaper or not obs.mix)
+    over_since = (state.over_since if state.over_since is not None else now) if over else None
     if total == 0:
         if active and cheapest is not None:
             desired = {k: 0 for k in current}
@@ -251,19 +266,30 @@ def decide(
         reason = REASON_TO_ZERO
     else:
         grew = shrank = False
+        downs: list[tuple[float, str, int]] = []
+        settled_window = over_since is not None and now - over_since >= window_s
         for v in variants:
             cur, want = current[v.name], target[v.name]
-            rec = want if over_provisioned else max(want, cur)
+            rec = want if over else max(want, cur)
             recs = _window_max(state.down_recs.get(v.name, [(now, cur)]), now, window_s, rec)
             down_recs[v.name] = recs
-            if want > cur:
+            if want > cur and (short or cheaper or cur < v.min_replicas):
                 desired[v.name] = min(want, cur + spec.max_scale_up_step)
                 grew = True
-            elif want < cur and not in_panic:
+            elif want < cur and not in_panic and settled_window:
                 settled = max(n for _, n in recs)
                 if settled < cur:
-                    desired[v.name] = settled
+                    downs.append((_cost(v), v.name, settled))
+        # most expensive replicas go first, and only as far as the remaining fleet still covers the need
+        for _, name, settled in sorted(downs, reverse=True):
+            for n in range(settled, current[name]):
+                trial = {**desired, name: n}
+                if not obs.mix or _fleet_rps(options, obs.mix, trial) >= need:
+                    desired[name] = n
                     shrank = True
+                    break
+        if shrank:
+            over_since = now  # the next scale-down waits a whole window again
         if grew:
             reason = REASON_PANIC if in_panic else REASON_SCALE_UP
         elif shrank:
@@ -313,6 +339,7 @@ def decide(
         last_active=last_active,
         down_recs=down_recs or state.down_recs,
         blocked_until=blocked,
+        over_since=over_since,
     )
     return decision, new_state
 
