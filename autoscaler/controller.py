@@ -119,6 +119,13 @@ class LeaderElector:
 
 
 # ----- the loop
+def _slo_status(attained: float | None, target: float, stale: bool) -> str:
+    """`Met`/`Breached` against the pool's attainment target over the last window; `Unknown` without data."""
+    if stale or attained is None:
+        return "Unknown"
+    return "Met" if attained >= target else "Breached"
+
+
 def _pod_ready(p: Mapping[str, Any]) -> bool:
     if p["metadata"].get("deletionTimestamp"):
         return False
@@ -260,12 +267,18 @@ class Controller:
         decision, new_state = decide(
             pool.spec.autoscaling, variants, obs, state, headroom=self.cfg.headroom, gpu_budget=self.cfg.gpu_budget
         )
-        self.write(body, pool, decision, new_state, auto)
+        self.write(body, pool, decision, new_state, auto, obs.attainment)
         self.observe(pool, decision, variants, att.value if att else None)
         return decision
 
     def write(
-        self, body: Mapping[str, Any], pool: ModelPool, d: Decision, state: PolicyState, old: Mapping[str, Any]
+        self,
+        body: Mapping[str, Any],
+        pool: ModelPool,
+        d: Decision,
+        state: PolicyState,
+        old: Mapping[str, Any],
+        attained: float | None,
     ) -> None:
         now = _now_iso()
         active = {
@@ -295,7 +308,7 @@ class Controller:
             pool.namespace,
             PLURAL,
             pool.name,
-            {"status": {"autoscaling": status}},
+            {"status": {"autoscaling": status, "sloStatus": _slo_status(attained, pool.spec.slo.attainment, d.stale)}},
             _content_type="application/merge-patch+json",
         )
         flipped = prev is None or prev.get("status") != active["status"]

@@ -41,7 +41,7 @@ TTFT = "vllm:time_to_first_token_seconds_bucket"
 ITL = "vllm:inter_token_latency_seconds_bucket"
 WAITING = "vllm:num_requests_waiting"
 RUNNING = "vllm:num_requests_running"
-HELD = f"{METRIC_GATEWAY_HELD}_total" if not METRIC_GATEWAY_HELD.endswith("_total") else METRIC_GATEWAY_HELD
+HELD = METRIC_GATEWAY_HELD
 
 Histogram = dict[float, float]
 

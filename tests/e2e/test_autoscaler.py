@@ -231,6 +231,8 @@ def test_load_scales_the_pool_up_and_scale_down_waits_for_the_window(
         assert record["inputs"]["requestsPerSecond"] > 2
         assert record["terms"]["capacityRpsPerReplica"]["l4"] == CAPACITY_RPS["L4"]
         assert any(e.reason in ("ScaleUp", "PanicScaleUp") for e in events(core, namespace))
+        pool = custom(crd).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "tiny")
+        assert pool["status"]["sloStatus"] in ("Met", "Breached")
         peak = desired(crd, namespace)["l4"]
     stopped = time.monotonic()
     assert load.statuses.count(200) > 0.95 * len(load.statuses)
