@@ -44,9 +44,10 @@ def autoscaler(
     from prometheus_client import CollectorRegistry
     from pydantic import ValidationError
 
+    from headway.api.events import load_api_client
     from headway.autoscaler.capacity import load_profile
     from headway.autoscaler.config import AutoscalerConfig
-    from headway.autoscaler.controller import Controller, load_api_client
+    from headway.autoscaler.controller import Controller
     from headway.autoscaler.metrics import AutoscalerMetrics
     from headway.autoscaler.server import serve_http
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
+from headway.api.events import build_event, now_iso
 from headway.api.labels import (
     AUTOSCALER_LEASE,
     CONDITION_SCALING_ACTIVE,
@@ -26,7 +26,7 @@ from headway.api.labels import (
     POOL_LABEL,
     VARIANT_LABEL,
 )
-from headway.api.modelpool import API_VERSION, KIND, PLURAL, VERSION, ModelPool
+from headway.api.modelpool import PLURAL, VERSION, ModelPool
 from headway.autoscaler.capacity import CapacityProfile
 from headway.autoscaler.config import AutoscalerConfig
 from headway.autoscaler.errors import MetricsUnavailable
@@ -37,19 +37,6 @@ from headway.autoscaler.sources import DirectSource, EnginePod, PoolMetrics, Pro
 
 log = logging.getLogger("headway.autoscaler")
 COMPONENT = "headway-autoscaler"
-
-
-def load_api_client() -> k8s.ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
-    try:
-        k8s_config.load_incluster_config()
-    except k8s_config.ConfigException:
-        k8s_config.load_kube_config()
-    return k8s.ApiClient()
-
-
-def _now_iso() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _plain(api: k8s.ApiClient, obj: Any) -> dict[str, Any]:
@@ -280,7 +267,7 @@ class Controller:
         old: Mapping[str, Any],
         attained: float | None,
     ) -> None:
-        now = _now_iso()
+        now = now_iso()
         active = {
             "type": CONDITION_SCALING_ACTIVE,
             "status": "False" if d.stale else "True",
@@ -328,26 +315,7 @@ class Controller:
 
     def post_event(self, body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
         meta = body["metadata"]
-        now = _now_iso()
-        event = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta.get("uid"),
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": COMPONENT,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        event = build_event(body, reason, message, COMPONENT, warning=warning)
         try:
             self.core.create_namespaced_event(meta["namespace"], event)
         except k8s.ApiException as e:  # an Event is best effort; the decision already stands in status

@@ -136,29 +136,27 @@ class _Scrape:
     in_flight: float = 0.0
 
 
+_SUMS = {
+    REQUESTS: "requests",
+    PROMPT_TOKENS: "prompt",
+    GENERATION_TOKENS: "generation",
+    WAITING: "waiting",
+    RUNNING: "running",
+    HELD: "held",
+    METRIC_GATEWAY_IN_FLIGHT: "in_flight",
+}
+_HISTOGRAMS = {TTFT: "ttft", ITL: "itl"}
+
+
 def parse_metrics(text: str) -> _Scrape:
+    """The series a decision reads from one /metrics page, summed over their labels."""
     s = _Scrape()
     for fam in text_string_to_metric_families(text):
         for smp in fam.samples:
-            n, v = smp.name, smp.value
-            if n == REQUESTS:
-                s.requests += v
-            elif n == PROMPT_TOKENS:
-                s.prompt += v
-            elif n == GENERATION_TOKENS:
-                s.generation += v
-            elif n == TTFT:
-                _add(s.ttft, float(smp.labels["le"]), v)
-            elif n == ITL:
-                _add(s.itl, float(smp.labels["le"]), v)
-            elif n == WAITING:
-                s.waiting += v
-            elif n == RUNNING:
-                s.running += v
-            elif n == HELD:
-                s.held += v
-            elif n == METRIC_GATEWAY_IN_FLIGHT:
-                s.in_flight += v
+            if field_name := _SUMS.get(smp.name):
+                setattr(s, field_name, getattr(s, field_name) + smp.value)
+            elif hist := _HISTOGRAMS.get(smp.name):
+                _add(getattr(s, hist), float(smp.labels["le"]), smp.value)
     return s
 
 

@@ -329,15 +329,25 @@ def test_prometheus_down_holds_the_size_with_a_reason_and_resumes(
     prom = prometheus_factory([{"job_name": "engines", "file_sd_configs": [{"files": [str(targets)]}]}])
 
     def publish_targets() -> None:
+        """What Prometheus' Kubernetes service discovery and relabelling would give: every pod of the pool,
+        labelled with its namespace, pool and variant (refreshed as pods come and go)."""
         groups = [
             {
                 "targets": [f"{p.status.pod_ip}:8000"],
                 "labels": {"namespace": namespace, "pool": "tiny", "variant": p.metadata.labels[VARIANT_LABEL]},
             }
             for p in core.list_namespaced_pod(namespace, label_selector=POOL_LABEL).items
-            if p.status.pod_ip
+            if p.status.pod_ip and not p.metadata.deletion_timestamp
         ]
         targets.write_text(json.dumps(groups))
+
+    discovery_stop = threading.Event()
+
+    def discover() -> None:
+        while not discovery_stop.wait(1.0):
+            publish_targets()
+
+    discovery = threading.Thread(target=discover, daemon=True)
 
     create_pool(
         crd,
@@ -347,6 +357,7 @@ def test_prometheus_down_holds_the_size_with_a_reason_and_resumes(
     )
     eventually(lambda: running(core, namespace).get("l4") == 1, timeout_s=90, what="one L4 replica running")
     publish_targets()
+    discovery.start()
     autoscaler("--prometheus-url", prom.url)
     eventually(
         lambda: (c := scaling_active(crd, namespace)) and c["status"] == "True", timeout_s=60, what="scaling active"
@@ -361,6 +372,8 @@ def test_prometheus_down_holds_the_size_with_a_reason_and_resumes(
         assert desired(crd, namespace) == {"l4": 1}, "scaled on stale metrics"
         prom.start()
         eventually(lambda: desired(crd, namespace).get("l4", 0) >= 3, timeout_s=90, what="scaling resumed")
+    discovery_stop.set()
+    discovery.join(timeout=5)
     assert scaling_active(crd, namespace)["status"] == "True"
 
 
