@@ -12,7 +12,6 @@ class AutoscalerConfig(BaseModel, frozen=True, extra="forbid"):
     prometheus_url: str | None = Field(None, description="Read metrics from Prometheus instead of scraping.")
     gateway_urls: tuple[str, ...] = Field((), description="Gateways to scrape for held requests (direct mode).")
     interval_s: float = Field(15.0, gt=0, le=3600)
-    stale_after_s: float = Field(60.0, gt=0, description="Metrics older than this hold the pool's size.")
     profiles: Path
     host: str = "127.0.0.1"
     metrics_port: int = Field(9465, ge=0, le=65535)

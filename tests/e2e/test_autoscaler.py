@@ -63,7 +63,7 @@ class Autoscaler:
     """`headway autoscaler` as its own process with the headway-autoscaler ServiceAccount's token."""
 
     def __init__(self, cluster: LocalCluster, work: Path, namespace: str, *args: str) -> None:
-        self.work, self.log = work, work / "autoscaler.log"
+        self.work, self.log = work, work / f"autoscaler-{procs.free_port()}.log"
         self.kubeconfig = service_account_kubeconfig(cluster, work / "autoscaler.kubeconfig", "headway-autoscaler")
         self.port = procs.free_port()
         self.argv = [
@@ -401,3 +401,37 @@ def test_a_pool_at_zero_scales_up_for_a_held_request_which_then_succeeds(
         eventually(lambda: load.statuses, timeout_s=60, what="the first request answered")
     assert load.statuses[0] == 200, load.statuses
     assert any(e.reason == "ScaleFromZero" for e in events(core, namespace))
+
+
+def test_only_the_lease_holder_decides_and_a_successor_takes_over(
+    crd: LocalCluster,
+    operator: OperatorProcess,
+    runner: Path,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    autoscaler: Callable[..., Autoscaler],
+) -> None:
+    create_pool(
+        crd,
+        namespace,
+        [{"name": "l4", "gpuProduct": L4, "minReplicas": 1, "maxReplicas": 2, "costPerGpuHourUsd": 0.8}],
+        scaleDownWindowSeconds=600,
+    )
+    first = autoscaler("--identity", f"{namespace}-a")
+    eventually(lambda: autoscaling(crd, namespace).get("decision"), timeout_s=60, what="a decision")
+    second = autoscaler("--identity", f"{namespace}-b")
+    coord = k8s.CoordinationV1Api(crd.api_client())
+
+    def holder() -> str:
+        return coord.read_namespaced_lease("headway-autoscaler", "headway-system").spec.holder_identity or ""
+
+    eventually(lambda: holder() == f"{namespace}-a", timeout_s=10, what="the first autoscaler holds the Lease")
+    time.sleep(3)
+    assert f"pool {namespace}/tiny" not in second.log.read_text(), "the standby decided"
+    first.stop()
+    eventually(lambda: holder() == f"{namespace}-b", timeout_s=15, what="the standby takes the Lease")
+    before = autoscaling(crd, namespace)["decision"]["time"]
+    eventually(
+        lambda: autoscaling(crd, namespace)["decision"]["time"] != before, timeout_s=15, what="the successor decides"
+    )
+    assert f"pool {namespace}/tiny" in second.log.read_text()
