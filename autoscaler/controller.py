@@ -14,6 +14,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from kubernetes import client as k8s
@@ -170,7 +171,9 @@ class Controller:
             out += self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
         return out
 
-    def variant_states(self, pool: ModelPool, m: PoolMetrics | None) -> tuple[list[VariantState], list[EnginePod]]:
+    def variant_states(self, pool: ModelPool) -> tuple[list[VariantState], list[EnginePod]]:
+        """Replicas asked of each variant's Deployment, its ready/pending/unschedulable pods, and the
+        URLs of the ready engines."""
         sel = f"{POOL_LABEL}={pool.name}"
         deps = [
             _plain(self.api, d) for d in self.apps.list_namespaced_deployment(pool.namespace, label_selector=sel).items
@@ -179,7 +182,6 @@ class Controller:
         replicas = {d["metadata"]["labels"].get(VARIANT_LABEL): d["spec"].get("replicas") or 0 for d in deps}
         engines: list[EnginePod] = []
         out = []
-        slo = pool.spec.slo
         for v in pool.spec.variants:
             mine = [p for p in pods if p["metadata"]["labels"].get(VARIANT_LABEL) == v.name]
             live = [p for p in mine if not p["metadata"].get("deletionTimestamp")]
@@ -189,8 +191,6 @@ class Controller:
                 url = _engine_url(p)
                 if url:
                     engines.append(EnginePod(p["metadata"]["name"], v.name, url))
-            ttft_h = (m.variant_ttft.get(v.name) if m else None) or {}
-            itl_h = (m.variant_itl.get(v.name) if m else None) or {}
             out.append(
                 VariantState(
                     name=v.name,
@@ -203,8 +203,6 @@ class Controller:
                     min_replicas=v.min_replicas,
                     max_replicas=v.max_replicas,
                     capacity=self.profile.for_variant(v.gpu_product, v.gpus_per_replica),
-                    observed_ttft_s=quantile(ttft_h, slo.ttft_percentile / 100),
-                    observed_itl_s=quantile(itl_h, slo.itl_percentile / 100),
                 )
             )
         return out, engines
@@ -221,17 +219,24 @@ class Controller:
         if not pool.spec.autoscaling.enabled:
             return None
         now = self.clock()
-        variants, engines = self.variant_states(pool, None)
+        variants, engines = self.variant_states(pool)
         m: PoolMetrics | None = None
         stale = ""
         try:
             m = self.source.read(pool.namespace, pool.name, engines)
         except MetricsUnavailable as e:
             stale = str(e)
-        if m is not None:
-            variants, _ = self.variant_states(pool, m)
-        buckets = sorted({(b.input_tokens, b.output_tokens) for g in self.profile.gpus for b in g.buckets})
         slo = pool.spec.slo
+        if m is not None:
+            variants = [
+                replace(
+                    v,
+                    observed_ttft_s=quantile(m.variant_ttft.get(v.name) or {}, slo.ttft_percentile / 100),
+                    observed_itl_s=quantile(m.variant_itl.get(v.name) or {}, slo.itl_percentile / 100),
+                )
+                for v in variants
+            ]
+        buckets = sorted({(b.input_tokens, b.output_tokens) for g in self.profile.gpus for b in g.buckets})
         att = (
             attainment(m.ttft, m.itl, slo.ttft_seconds, slo.itl_seconds, slo.ttft_percentile, slo.itl_percentile)
             if m
