@@ -1,23 +1,33 @@
-"""`headway profile`: sweep the simulator's latency model into a capacity profile for the autoscaler.
+"""`headway profile`: sweep the simulator's latency model, or a running engine, into a capacity profile.
 
 For each GPU type, tensor-parallel size and (input, output) token bucket, the request rate is doubled
 until the SLO breaks, then bisected: the highest rate at which the SLO's share of requests (attainment,
 99% by default) met both the TTFT target and the ITL target (each request's ITL at the percentile) is
 the bucket's capacity. Rates beyond it are swept too (to 2×), so that the profile also says
 how latency and attainment fall apart under overload, which the autoscaler benchmark replays.
+
+With `--engine-url` the same sweep drives a running OpenAI-compatible engine (vLLM or the simulator)
+with streamed completions at Poisson arrival times, measuring TTFT and every inter-token gap on the
+client; the result is the profile of that engine's GPU type (`--gpus` names it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import math
+import random
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+import aiohttp
 import typer
 
 from headway.autoscaler.capacity import BucketCapacity, CapacityProfile, GpuCapacity, LatencyPoint, Slo
 from headway.sim.profiles import PRESETS, GpuProfile
-from headway.sim.sweep import run_load
+from headway.sim.sweep import RequestRecord, SweepPoint, run_load, summarize
 
 DEFAULT_INPUTS = (256, 1024, 4096)
 DEFAULT_OUTPUTS = (64, 256)
@@ -31,19 +41,66 @@ _BISECT_STEPS = 4
 _OVERLOAD = (1.5, 2.0)
 
 
-def _point(profile: GpuProfile, rps: float, i: int, o: int, slo: Slo) -> LatencyPoint:
-    requests = int(min(_MAX_REQUESTS, max(_MIN_REQUESTS, rps * _SPAN_S)))
-    p = run_load(
-        profile,
-        rps,
-        i,
-        o,
-        ttft_s=slo.ttft_s,
-        itl_s=slo.itl_s,
-        ttft_percentile=slo.ttft_percentile,
-        itl_percentile=slo.itl_percentile,
-        requests=requests,
-    )
+Measure = Callable[[float, int, int], SweepPoint]
+"""(rate, input tokens, output tokens) → what that load level gave."""
+
+
+def simulator(profile: GpuProfile, slo: Slo) -> Measure:
+    def measure(rps: float, i: int, o: int) -> SweepPoint:
+        requests = int(min(_MAX_REQUESTS, max(_MIN_REQUESTS, rps * _SPAN_S)))
+        return run_load(
+            profile,
+            rps,
+            i,
+            o,
+            ttft_s=slo.ttft_s,
+            itl_s=slo.itl_s,
+            ttft_percentile=slo.ttft_percentile,
+            itl_percentile=slo.itl_percentile,
+            requests=requests,
+        )
+
+    return measure
+
+
+async def _engine_load(url: str, model: str, rps: float, i: int, o: int, requests: int) -> list[RequestRecord]:
+    rng = random.Random(i * 7919 + o)  # noqa: S311 - reproducible load, not secrets
+    prompt = " ".join(rng.choice(("alpha", "beta", "gamma", "delta")) for _ in range(i))
+    body = {"model": model, "prompt": prompt, "max_tokens": o, "ignore_eos": True, "stream": True}
+
+    async def one(s: aiohttp.ClientSession, delay: float) -> RequestRecord:
+        await asyncio.sleep(delay)
+        t0 = time.monotonic()
+        times: list[float] = []
+        try:
+            async with s.post(f"{url.rstrip('/')}/v1/completions", json=body) as r:
+                async for line in r.content:
+                    if line.startswith(b"data: {"):
+                        times.append(time.monotonic())
+        except aiohttp.ClientError:
+            pass
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        return RequestRecord(t0, times[0] if times else None, times[-1] if times else None, gaps, len(times) >= o)
+
+    t, delays = 0.0, []
+    for _ in range(requests):
+        t += rng.expovariate(rps)
+        delays.append(t)
+    timeout = aiohttp.ClientTimeout(total=600, sock_read=120)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as s:
+        return list(await asyncio.gather(*(one(s, d) for d in delays)))
+
+
+def engine(url: str, model: str, slo: Slo, requests: int) -> Measure:
+    def measure(rps: float, i: int, o: int) -> SweepPoint:
+        records = asyncio.run(_engine_load(url, model, rps, i, o, requests))
+        return summarize(rps, records, slo.ttft_s, slo.itl_s, slo.ttft_percentile, slo.itl_percentile)
+
+    return measure
+
+
+def _point(measure: Measure, rps: float, i: int, o: int) -> LatencyPoint:
+    p = measure(rps, i, o)
     finite = 1e6
     return LatencyPoint(
         rps=round(rps, 4),
@@ -58,18 +115,22 @@ def _meets(p: LatencyPoint, slo: Slo) -> bool:
     return (p.attainment or 0.0) >= slo.attainment
 
 
-def sweep_bucket(profile: GpuProfile, i: int, o: int, slo: Slo) -> BucketCapacity:
-    """Capacity of one bucket: 0 when even a trickle misses the SLO."""
+def sweep_bucket(
+    profile: GpuProfile | Measure, i: int, o: int, slo: Slo, *, min_rps: float = _MIN_RPS
+) -> BucketCapacity:
+    """Capacity of one bucket: 0 when even a trickle (`min_rps`) misses the SLO. `profile` is a simulator
+    GPU profile or any measuring function (a running engine)."""
+    measure = simulator(profile, slo) if isinstance(profile, GpuProfile) else profile
     points: dict[float, LatencyPoint] = {}
 
     def at(rps: float) -> LatencyPoint:
         if rps not in points:
-            points[rps] = _point(profile, rps, i, o, slo)
+            points[rps] = _point(measure, rps, i, o)
         return points[rps]
 
-    if not _meets(at(_MIN_RPS), slo):
-        return BucketCapacity(input_tokens=i, output_tokens=o, max_rps=0.0, points=[points[_MIN_RPS]])
-    good, bad = _MIN_RPS, _MIN_RPS * 2
+    if not _meets(at(min_rps), slo):
+        return BucketCapacity(input_tokens=i, output_tokens=o, max_rps=0.0, points=[points[min_rps]])
+    good, bad = min_rps, min_rps * 2
     while bad < _MAX_RPS and _meets(at(bad), slo):
         good, bad = bad, bad * 2
     for _ in range(_BISECT_STEPS):
@@ -85,6 +146,7 @@ def sweep_bucket(profile: GpuProfile, i: int, o: int, slo: Slo) -> BucketCapacit
 def build_profile(
     gpus: list[str], tensor_parallel: list[int], inputs: list[int], outputs: list[int], slo: Slo, model: str
 ) -> CapacityProfile:
+    """Sweeps of the simulator's latency model, one entry per GPU preset and tensor-parallel size."""
     entries = []
     for name in gpus:
         for tp in tensor_parallel:
@@ -119,12 +181,30 @@ def profile(
     itl_s: Annotated[float, typer.Option(help="Inter-token latency target (seconds).")] = 0.1,
     itl_percentile: Annotated[float, typer.Option(help="Percentile of the ITL target.")] = 90,
     attainment: Annotated[float, typer.Option(help="Share of requests that must meet both targets.")] = 0.99,
-    model: Annotated[str, typer.Option(help="Model name recorded in the profile.")] = "llama-3-8b",
+    model: Annotated[str, typer.Option(help="Model name recorded in the profile (and sent to --engine-url).")] = (
+        "llama-3-8b"
+    ),
+    engine_url: Annotated[
+        str | None, typer.Option(help="Sweep this running engine instead of the simulator; --gpus names its GPU.")
+    ] = None,
+    cost_per_hour_usd: Annotated[
+        float | None, typer.Option(help="With --engine-url: price of the engine's GPU (default: the preset's).")
+    ] = None,
+    requests_per_trial: Annotated[int, typer.Option(min=5, help="With --engine-url: requests per load level.")] = 60,
+    min_rps: Annotated[float, typer.Option(help="With --engine-url: the first (lowest) rate tried.")] = 0.5,
 ) -> None:
-    """Sweep the simulator's latency model into a capacity profile (max req/s per GPU and token bucket)."""
+    """Sweep the simulator's latency model (or a running engine) into a capacity profile: max req/s within
+    the SLO per GPU and token bucket."""
     names = [g.strip().upper() for g in gpus.split(",") if g.strip()]
     unknown = [g for g in names if g not in PRESETS]
-    if unknown or not names:
+    if engine_url is not None:
+        if len(names) != 1:
+            raise typer.BadParameter("--gpus: name exactly one GPU type with --engine-url")
+        if not engine_url.startswith(("http://", "https://")):
+            raise typer.BadParameter(f"--engine-url: not an http(s) URL: {engine_url!r}")
+        if not min_rps > 0:
+            raise typer.BadParameter("--min-rps must be > 0")
+    elif unknown or not names:
         raise typer.BadParameter(f"--gpus: unknown {unknown or gpus!r}; known: {', '.join(PRESETS)}")
     for flag, v in (("--ttft-s", ttft_s), ("--itl-s", itl_s)):
         if not v > 0:
@@ -141,14 +221,19 @@ def profile(
         itl_percentile=itl_percentile,
         attainment=attainment,
     )
-    result = build_profile(
-        names,
-        _ints(tensor_parallel, "--tensor-parallel"),
-        _ints(inputs, "--inputs"),
-        _ints(outputs, "--outputs"),
-        slo,
-        model,
-    )
+    ins, outs, tps = _ints(inputs, "--inputs"), _ints(outputs, "--outputs"), _ints(tensor_parallel, "--tensor-parallel")
+    if engine_url is not None:
+        measure = engine(engine_url, model, slo, requests_per_trial)
+        price = (
+            cost_per_hour_usd
+            if cost_per_hour_usd is not None
+            else getattr(PRESETS.get(names[0]), "cost_per_hour_usd", 0.0)
+        )
+        buckets = [sweep_bucket(measure, i, o, slo, min_rps=min_rps) for i in ins for o in outs]
+        gpu = GpuCapacity(gpu=names[0], tensor_parallel=tps[0], cost_per_hour_usd=price, buckets=buckets)
+        result = CapacityProfile(model=model, source=f"engine at {engine_url}", slo=slo, gpus=[gpu])
+    else:
+        result = build_profile(names, tps, ins, outs, slo, model)
     result.dump(output)
     for g in result.gpus:
         caps = ", ".join(f"{b.input_tokens}x{b.output_tokens}={b.max_rps:g}" for b in g.buckets)

@@ -87,18 +87,44 @@ def run_load(
         for r, prev in before:
             if prev is not None and r.last_token_at is not None and r.last_token_at > prev:
                 gaps[r.request_id].append(r.last_token_at - prev)
-    measured = arrivals[len(arrivals) // 5 :]
-    done = [r for r in measured if r.first_token_at is not None and len(r.output) >= output_tokens]
+    records = [
+        RequestRecord(r.arrival, r.first_token_at, r.last_token_at, gaps[r.request_id], len(r.output) >= output_tokens)
+        for r in arrivals
+    ]
+    return summarize(rps, records, ttft_s, itl_s, ttft_percentile, itl_percentile)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as a load generator saw it (any clock, seconds)."""
+
+    arrival: float
+    first_token_at: float | None
+    last_token_at: float | None
+    gaps: list[float]
+    """Times between consecutive tokens."""
+    completed: bool
+
+
+def summarize(
+    rps: float,
+    records: list[RequestRecord],
+    ttft_s: float,
+    itl_s: float,
+    ttft_percentile: float,
+    itl_percentile: float,
+) -> SweepPoint:
+    """One load level's result; the first fifth of the requests is warm-up and not counted."""
+    measured = records[len(records) // 5 :]
+    done = [r for r in measured if r.first_token_at is not None and r.completed]
     if not done:
         return SweepPoint(rps, math.inf, math.inf, 0.0, 0.0)
     ttfts = [r.first_token_at - r.arrival for r in done]  # type: ignore[operator]
-    all_gaps = [g for r in done for g in gaps[r.request_id]]
+    all_gaps = [g for r in done for g in r.gaps]
     ok = sum(
-        1
-        for r, tt in zip(done, ttfts, strict=True)
-        if tt <= ttft_s and _percentile(gaps[r.request_id], itl_percentile) <= itl_s
+        1 for r, tt in zip(done, ttfts, strict=True) if tt <= ttft_s and _percentile(r.gaps, itl_percentile) <= itl_s
     )
-    span = max(r.last_token_at for r in done) - min(r.arrival for r in done)  # type: ignore[type-var]
+    span = max(r.last_token_at or r.first_token_at for r in done) - min(r.arrival for r in done)  # type: ignore[type-var]
     return SweepPoint(
         rps=rps,
         ttft_s=_percentile(ttfts, ttft_percentile),
