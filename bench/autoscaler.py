@@ -14,8 +14,9 @@ only after `--startup-s`. To keep headway honest about its own model, the A100s 
 `--a100-slowdown` slower than the profile says (headway's online correction must find that out).
 
 Policies: headway (the autoscaler's own `decide`, over H100 + A100 + L4 variants), AIBrix KPA and APA,
-KubeAI and an HPA on waiting requests (each on one GPU type, every type tried), and static fleets sized
-for the trace's peak on each GPU type. Reported: SLO attainment (share of requests meeting TTFT and ITL),
+KubeAI and an HPA on waiting requests (each on one GPU type, every type tried), AIBrix's GPU optimizer
+(Mélange's ILP over all three types, from the same offline profile, actuated through KPA), and static
+fleets sized for the trace's peak on each GPU type. Reported: SLO attainment (share of requests meeting TTFT and ITL),
 GPU-hours, cost, scale events. Writes bench/results/autoscaler-<date>.json and a PNG beside it.
 """
 
@@ -37,6 +38,7 @@ from bench.autoscaling_anchors.apa import Apa
 from bench.autoscaling_anchors.hpa import Hpa
 from bench.autoscaling_anchors.kpa import Kpa
 from bench.autoscaling_anchors.kubeai import KubeAi
+from bench.autoscaling_anchors.melange import Melange
 from headway.api.modelpool import Autoscaling
 from headway.autoscaler.capacity import Bucket, BucketCapacity, CapacityProfile, GpuCapacity, load_profile
 from headway.autoscaler.policy import Observation, PolicyState, VariantState, decide
@@ -301,6 +303,31 @@ def run_anchor(
     return run
 
 
+def run_melange(trace: Trace, gpus: Mapping[str, Gpu], startup_s: float) -> Run:
+    """AIBrix's GPU optimizer over all GPU types at once, from the same offline profile as headway."""
+    names = list(gpus)
+    tput = {g: {b: gpus[g].bucket(b).max_rps for m in (CHAT, DOCS) for b in m} for g in names}
+    policy = Melange({g: gpus[g].cost for g in names}, tput, MAX_REPLICAS)
+    fleet = FleetState({g: (1 if g == names[-1] else 0) for g in names})
+    run = Run(policy.name, "anchor", names)
+    next_sync, window = 0.0, []
+    for i, rps in enumerate(trace.rps):
+        now = i * trace.tick_s
+        run.record(now, fleet, serve(gpus, fleet, float(rps), trace.mix[i], now, trace.tick_s), gpus, trace.tick_s)
+        window.append(float(rps))
+        if now < next_sync:
+            continue
+        next_sync = now + policy.interval_s
+        observed, window = sum(window) / len(window), []
+        want = policy.desired(now, fleet.replicas, {g: fleet.ready(g, now) for g in names}, observed, trace.mix[i])
+        if want != fleet.replicas:
+            run.scale_events += 1
+            for g, n in want.items():
+                if n != fleet.replicas[g]:
+                    fleet.set(g, n, now, startup_s)
+    return run
+
+
 def run_static(g: str, trace: Trace, gpus: Mapping[str, Gpu], startup_s: float) -> Run:
     """Provisioned for the trace's peak: the most replicas any tick needs at the SLO capacity."""
     need = 1
@@ -382,8 +409,8 @@ def plot(path: Path, runs: list[Run], best_anchor: Run) -> None:
         ax1.step(head.series_t, ys, where="post", label=f"headway {g}")
     ax1.set_ylabel("headway replicas")
     ax1.legend(loc="upper left")
-    for ys in best_anchor.series_replicas.values():
-        ax2.step(best_anchor.series_t, ys, where="post", label=best_anchor.name)
+    for g, ys in best_anchor.series_replicas.items():
+        ax2.step(best_anchor.series_t, ys, where="post", label=f"{best_anchor.name} {g}")
     ax2.set_ylabel("replicas")
     ax2.legend(loc="upper left")
     for r in runs:
@@ -427,6 +454,7 @@ def main() -> None:
     for make in (Kpa, Apa, KubeAi, Hpa):
         for g in GPUS:
             runs.append(run_anchor(make, g, trace, {g: gpus[g]}, args.startup_s, args.interval_s))
+    runs.append(run_melange(trace, gpus, args.startup_s))
     for g in GPUS:
         runs.append(run_static(g, trace, {g: gpus[g]}, args.startup_s))
     policies = {r.name: r.summary() for r in runs}
