@@ -12,7 +12,7 @@ DEMO_ARGS ?=
 # working directory were put on sys.path (python -m does that); never let it be.
 export PYTHONSAFEPATH := 1
 
-.PHONY: demo demo-down test test-unit lint cluster-binaries cluster-up cluster-down cluster-status services vllm venv bench bench-routing clean
+.PHONY: demo demo-down test test-unit lint cluster-binaries cluster-up cluster-down cluster-status services vllm venv bench bench-routing bench-autoscaler clean
 
 $(VENV_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,9 @@ bench: venv cluster-binaries services vllm
 bench-routing: venv vllm
 	@bash hack/install-bench-tools.sh
 	$(PY) -m headway bench routing
+
+bench-autoscaler: venv
+	$(PY) -m headway bench autoscaler
 
 clean:
 	rm -rf $(VENV) .venv-vllm .venv-bench .pytest_cache .ruff_cache

@@ -74,3 +74,13 @@ METRIC_AUTOSCALER_SLO_ATTAINMENT = "headway_autoscaler_slo_attainment"
 METRIC_AUTOSCALER_COST_PER_HOUR = "headway_autoscaler_cost_per_hour_usd"
 METRIC_AUTOSCALER_DECISIONS = "headway_autoscaler_decisions_total"
 METRIC_AUTOSCALER_DEMAND_RPS = "headway_autoscaler_demand_requests_per_second"
+
+# Labels the autoscaler expects on engine and gateway series in Prometheus (set by relabelling the pod's
+# namespace and its pool/variant labels at scrape time).
+PROMETHEUS_NAMESPACE_LABEL = "namespace"
+PROMETHEUS_POOL_LABEL = "pool"
+PROMETHEUS_VARIANT_LABEL = "variant"
+
+# The autoscaler's condition (in status.autoscaling.conditions) and its annotation-free state.
+CONDITION_SCALING_ACTIVE = "ScalingActive"
+AUTOSCALER_LEASE = "headway-autoscaler"

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import typer
 
+from headway.autoscaler.cli import app as autoscaler_app
 from headway.devenv.cli import app as dev_app
 from headway.gateway.cli import app as gateway_app
 from headway.kvcache.cli import app as kvcache_app
 from headway.operator.cli import app as operator_app
+from headway.profile import profile
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="headway: a control plane for LLM inference.")
 app.add_typer(dev_app, name="dev")
 app.registered_commands += operator_app.registered_commands
 app.registered_commands += gateway_app.registered_commands
 app.registered_commands += kvcache_app.registered_commands
+app.registered_commands += autoscaler_app.registered_commands
+app.command("profile")(profile)
 
 
 @app.command(

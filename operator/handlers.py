@@ -19,11 +19,12 @@ from kubernetes.client.rest import ApiException
 from prometheus_client import start_http_server
 
 from headway.api import MANAGED_BY_LABEL, MANAGED_BY_VALUE, POOL_LABEL
+from headway.api.events import load_api_client
 from headway.api.labels import GROUP
 from headway.api.modelpool import PLURAL, VERSION
 from headway.operator import metrics
 from headway.operator.config import OperatorConfig
-from headway.operator.kube import Kube, load_api_client
+from headway.operator.kube import Kube
 from headway.operator.reconcile import InvalidSpec, PoolReconciler
 
 log = logging.getLogger(__name__)

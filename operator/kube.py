@@ -9,22 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 from headway.api import MANAGED_BY_LABEL, MANAGED_BY_VALUE, POOL_LABEL, VARIANT_LABEL
 from headway.api.labels import GROUP
 from headway.api.modelpool import PLURAL, VERSION
 
 _APPLY = "application/apply-patch+yaml"
-
-
-def load_api_client() -> k8s.ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
-    try:
-        k8s_config.load_incluster_config()
-    except k8s_config.ConfigException:
-        k8s_config.load_kube_config()
-    return k8s.ApiClient()
 
 
 class Kube:

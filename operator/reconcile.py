@@ -16,8 +16,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from headway.api.events import build_event
 from headway.api.labels import CONDITION_DEGRADED, CONDITION_READY, REASON_INVALID_SPEC, VARIANT_LABEL
-from headway.api.modelpool import API_VERSION, KIND, ModelPool
+from headway.api.modelpool import ModelPool
 from headway.operator import metrics
 from headway.operator.builders import build_children, desired_replicas
 from headway.operator.config import OperatorConfig
@@ -59,25 +60,7 @@ class PoolReconciler:
     # ----- events
     def post_event(self, body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
         meta = body["metadata"]
-        event = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta.get("uid"),
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": COMPONENT,
-            "firstTimestamp": _now(),
-            "lastTimestamp": _now(),
-            "count": 1,
-        }
+        event = build_event(body, reason, message, COMPONENT, warning=warning)
         try:
             self.kube.core.create_namespaced_event(meta["namespace"], event)
         except Exception as e:  # an event is best effort; the reconcile itself must not fail on it

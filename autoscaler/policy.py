@@ -1,0 +1,386 @@
+"""The scaling decision for one pool: pure, clocked by its caller, with its memory in a serialisable state.
+
+One call of `decide` turns an observation (demand, latency, replicas per variant) into desired replicas
+per variant and a record of why:
+
+1. Stale or missing metrics hold the current size (`MetricsStale`): acting on no data is how fleets
+   collapse.
+2. Demand is max(stable-window mean, panic-window mean): a step in load counts within one tick, a dip
+   does not. The stable window is `STABLE_WINDOWS_PER_PANIC` panic windows. Panic is on while the panic
+   mean is ≥ 2× the stable mean, and for one stable window after; no variant shrinks in panic.
+3. The min-cost mix (`solver.solve`) over the variants' profiled capacity, each divided by its online
+   correction (observed/predicted latency, clamped). A variant with Pending pods may not grow (never
+   stack scale-ups on pods that have not started); one with Unschedulable pods is capped at its ready
+   count for `BLOCK_S`, so the solver moves the demand to the next-cheapest variant.
+4. Growth is immediate, at most `maxScaleUpStep` replicas per variant per decision, and happens only
+   when the replicas asked for (ready or starting) lack the capacity the demand needs, or when the
+   optimum costs `TOLERANCE` less than the fleet (a re-mix; the replaced replicas go by scale-down).
+   A re-shuffle that saves less is not worth its cold starts. Shrinking needs the fleet over-provisioned
+   by more than `TOLERANCE` for a whole `scaleDownWindowSeconds`, takes the largest recommendation of
+   that window (a sliding maximum, as the HPA's stabilisation does), and restarts the window, so a slow
+   decline costs one scale event per window, not one per replica.
+   Each removal keeps the remaining fleet's capacity over the demand, taking the most expensive
+   replicas first.
+5. A pool at zero goes to one replica of its cheapest schedulable variant as soon as a request is held
+   at the gateway or seen at all; a pool goes to zero only when allowed and idle for
+   `idleWindowSeconds`; otherwise at least one replica stays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from headway.api.modelpool import Autoscaling
+from headway.autoscaler.capacity import Bucket, GpuCapacity, LatencyPoint, correction
+from headway.autoscaler.solver import VariantOption, solve
+
+STABLE_WINDOWS_PER_PANIC = 6
+PANIC_RATIO = 2.0
+TOLERANCE = 0.1
+BLOCK_S = 300.0
+"""How long a variant whose pods were Unschedulable stays capped at its ready replicas."""
+
+# Decision reasons (CamelCase, as condition reasons are).
+REASON_METRICS_STALE = "MetricsStale"
+REASON_SCALE_UP = "ScaleUp"
+REASON_PANIC = "PanicScaleUp"
+REASON_SCALE_DOWN = "ScaleDown"
+REASON_HOLD = "Hold"
+REASON_FROM_ZERO = "ScaleFromZero"
+REASON_TO_ZERO = "ScaleToZero"
+REASON_IDLE = "IdleAtZero"
+REASON_UNSCHEDULABLE = "VariantUnschedulable"
+REASON_SLO_UNREACHABLE = "SloUnreachable"
+
+
+@dataclass(frozen=True)
+class VariantState:
+    """What the cluster shows of one variant."""
+
+    name: str
+    replicas: int
+    """Replicas currently asked of the Deployment."""
+    ready: int
+    pending: int = 0
+    unschedulable: int = 0
+    gpus_per_replica: int = 1
+    cost_per_gpu_hour_usd: float = 0.0
+    min_replicas: int = 0
+    max_replicas: int = 4
+    capacity: GpuCapacity | None = None
+    observed_ttft_s: float | None = None
+    observed_itl_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    time: float
+    fresh: bool
+    """False when the metrics source failed or is older than allowed; `stale_reason` says why."""
+    rps: float = 0.0
+    mix: Mapping[Bucket, float] = field(default_factory=dict)
+    held_requests: float = 0.0
+    """Requests the gateway held for want of a ready endpoint since the previous observation."""
+    in_flight: float = 0.0
+    attainment: float | None = None
+    stale_reason: str = ""
+
+
+@dataclass
+class PolicyState:
+    """Everything `decide` remembers; stored in the pool's status so a restarted autoscaler resumes."""
+
+    samples: list[tuple[float, float]] = field(default_factory=list)
+    """(time, rps) within the stable window."""
+    panic_until: float = 0.0
+    last_active: float | None = None
+    down_recs: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    """Per variant, a sliding-maximum deque of (time, recommended replicas) over the scale-down window."""
+    blocked_until: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """Variant → (until, replicas cap) after Unschedulable pods."""
+    over_since: float | None = None
+    """Since when the fleet has been over-provisioned beyond the tolerance (None: it is not)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> PolicyState:
+        if not d:
+            return cls()
+        return cls(
+            samples=[(float(t), float(r)) for t, r in d.get("samples", [])],
+            panic_until=float(d.get("panic_until", 0.0)),
+            last_active=d.get("last_active"),
+            down_recs={k: [(float(t), int(n)) for t, n in v] for k, v in (d.get("down_recs") or {}).items()},
+            blocked_until={k: (float(v[0]), int(v[1])) for k, v in (d.get("blocked_until") or {}).items()},
+            over_since=d.get("over_since"),
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    time: float
+    reason: str
+    desired: dict[str, int]
+    changed: bool
+    message: str
+    inputs: dict[str, Any]
+    terms: dict[str, Any]
+    mix: dict[str, int]
+    cost_per_hour_usd: float
+    stale: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """The decision as written to status: inputs, formula terms, chosen mix, cost, reason."""
+        return {
+            "reason": self.reason,
+            "message": self.message,
+            "inputs": self.inputs,
+            "terms": self.terms,
+            "mix": self.mix,
+            "costPerHourUsd": round(self.cost_per_hour_usd, 4),
+        }
+
+
+def _cost(v: VariantState) -> float:
+    return v.cost_per_gpu_hour_usd * v.gpus_per_replica
+
+
+def _predicted(cap: GpuCapacity, mix: Mapping[Bucket, float], rps: float) -> LatencyPoint | None:
+    """Profile latency for the mix's dominant bucket at this per-replica rate."""
+    if not mix:
+        return None
+    dominant = max(mix, key=lambda b: mix[b])
+    return cap.bucket(dominant).predicted(rps)
+
+
+def _corrections(variants: Sequence[VariantState], obs: Observation, per_replica_rps: float) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for v in variants:
+        c = 1.0
+        if v.capacity is not None and v.ready > 0 and obs.mix:
+            p = _predicted(v.capacity, obs.mix, per_replica_rps)
+            if p is not None:
+                c = max(correction(v.observed_itl_s, p.itl_s), correction(v.observed_ttft_s, p.ttft_s))
+        out[v.name] = round(c, 4)
+    return out
+
+
+def _window_max(recs: list[tuple[float, int]], now: float, window_s: float, value: int) -> list[tuple[float, int]]:
+    """Push (now, value) onto a sliding-maximum deque and drop what left the window."""
+    recs = [(t, n) for t, n in recs if t > now - window_s and n > value]
+    recs.append((now, value))
+    return recs
+
+
+def decide(
+    spec: Autoscaling,
+    variants: Sequence[VariantState],
+    obs: Observation,
+    state: PolicyState,
+    *,
+    headroom: float = 1.0,
+    gpu_budget: int | None = None,
+) -> tuple[Decision, PolicyState]:
+    """One decision for one pool. `state` is not modified; the new state is returned."""
+    now = obs.time
+    current = {v.name: v.replicas for v in variants}
+    if not obs.fresh:
+        return _hold(now, current, variants, REASON_METRICS_STALE, obs.stale_reason or "metrics unavailable"), state
+
+    panic_s = float(spec.panic_window_seconds)
+    stable_s = panic_s * STABLE_WINDOWS_PER_PANIC
+    samples = [(t, r) for t, r in state.samples if t > now - stable_s] + [(now, obs.rps)]
+    stable = sum(r for _, r in samples) / len(samples)
+    recent = [r for t, r in samples if t > now - panic_s]
+    panic_rps = sum(recent) / len(recent)
+    panic_until = state.panic_until
+    if stable > 0 and panic_rps >= PANIC_RATIO * stable:
+        panic_until = now + stable_s
+    in_panic = now < panic_until
+    demand = max(stable, panic_rps) if in_panic else stable
+    active = obs.rps > 0 or obs.held_requests > 0 or obs.in_flight > 0
+    last_active = now if active else state.last_active
+
+    ready_total = sum(v.ready for v in variants)
+    per_replica = obs.rps / ready_total if ready_total else 0.0
+    corr = _corrections(variants, obs, per_replica)
+
+    blocked = {k: b for k, b in state.blocked_until.items() if b[0] > now}
+    notes: list[str] = []
+    for v in variants:
+        if v.unschedulable > 0 and v.name not in blocked:
+            blocked[v.name] = (now + BLOCK_S, v.ready)
+    options: list[VariantOption] = []
+    for v in variants:
+        hi = v.max_replicas
+        if v.name in blocked:
+            hi = min(hi, max(v.min_replicas, blocked[v.name][1]))
+            notes.append(f"{v.name} has Unschedulable pods: capped at {hi} ready replicas")
+        elif v.pending > 0:
+            hi = min(hi, max(v.replicas, v.min_replicas))
+        cap = {}
+        if v.capacity is not None:
+            for b in obs.mix:
+                cap[b] = v.capacity.bucket(b).max_rps / corr[v.name]
+        options.append(VariantOption(v.name, _cost(v), v.gpus_per_replica, v.min_replicas, hi, cap))
+
+    demand_by_bucket = {b: demand * s for b, s in obs.mix.items()}
+    mix = solve(options, demand_by_bucket, headroom=headroom, gpu_budget=gpu_budget)
+    target = dict(mix.replicas)
+
+    idle_s = now - last_active if last_active is not None else math.inf
+    may_zero = spec.scale_to_zero and not active and idle_s >= spec.idle_window_seconds
+    cheapest = _cheapest_open(variants, options)
+    if sum(target.values()) == 0 and not may_zero and cheapest is not None:
+        target[cheapest] = 1
+
+    total = sum(current.values())
+    desired = dict(current)
+    reason = REASON_HOLD
+    down_recs: dict[str, list[tuple[float, int]]] = {}
+    window_s = float(spec.scale_down_window_seconds)
+    asked = {o.name: min(current[o.name], o.hi) for o in options}
+    capacity = _fleet_rps(options, obs.mix, asked)
+    need = demand * headroom
+    short = need > capacity if obs.mix else False
+    current_cost = sum(_cost(v) * current[v.name] for v in variants)
+    cheaper = mix.unserved_rps == 0 and mix.cost_per_hour_usd < (1 - TOLERANCE) * current_cost
+    over = not short and (need < (1 - TOLERANCE) * capacity or cheaper or not obs.mix)
+    over_since = (state.over_since if state.over_since is not None else now) if over else None
+    if total == 0:
+        if active and cheapest is not None:
+            desired = {k: 0 for k in current}
+            desired[cheapest] = 1
+            for k, n in target.items():
+                desired[k] = max(desired[k], min(n, spec.max_scale_up_step))
+            reason = REASON_FROM_ZERO
+        else:
+            reason = REASON_IDLE
+    elif may_zero and sum(target.values()) == 0:
+        desired = {k: 0 for k in current}
+        reason = REASON_TO_ZERO
+    else:
+        grew = shrank = False
+        downs: list[tuple[float, str, int]] = []
+        settled_window = over_since is not None and now - over_since >= window_s
+        for v in variants:
+            cur, want = current[v.name], target[v.name]
+            rec = want if over else max(want, cur)
+            recs = _window_max(state.down_recs.get(v.name, [(now, cur)]), now, window_s, rec)
+            down_recs[v.name] = recs
+            if want > cur and (short or cheaper or cur < v.min_replicas):
+                desired[v.name] = min(want, cur + spec.max_scale_up_step)
+                grew = True
+            elif want < cur and not in_panic and settled_window:
+                settled = max(n for _, n in recs)
+                if settled < cur:
+                    downs.append((_cost(v), v.name, settled))
+        # most expensive replicas go first, and only as far as the remaining fleet still covers the need
+        for _, name, settled in sorted(downs, reverse=True):
+            for n in range(settled, current[name]):
+                trial = {**desired, name: n}
+                if not obs.mix or _fleet_rps(options, obs.mix, trial) >= need:
+                    desired[name] = n
+                    shrank = True
+                    break
+        if shrank:
+            over_since = now  # the next scale-down waits a whole window again
+        if grew:
+            reason = REASON_PANIC if in_panic else REASON_SCALE_UP
+        elif shrank:
+            reason = REASON_SCALE_DOWN
+    if mix.unserved_rps > 0 and reason in (REASON_HOLD, REASON_SCALE_UP, REASON_PANIC):
+        notes.append(f"{mix.unserved_rps:.3g} req/s do not fit within the variants' bounds or the GPU budget")
+        if reason == REASON_HOLD:
+            reason = REASON_SLO_UNREACHABLE
+    if blocked and reason in (REASON_SCALE_UP, REASON_PANIC):
+        reason = REASON_UNSCHEDULABLE
+    cost = sum(_cost(v) * desired[v.name] for v in variants)
+    message = _message(reason, current, desired, demand, notes)
+    decision = Decision(
+        time=now,
+        reason=reason,
+        desired=desired,
+        changed=desired != current,
+        message=message,
+        inputs={
+            "requestsPerSecond": round(obs.rps, 4),
+            "stableRps": round(stable, 4),
+            "panicRps": round(panic_rps, 4),
+            "heldRequests": obs.held_requests,
+            "inFlight": obs.in_flight,
+            "mix": {f"{b[0]}x{b[1]}": round(s, 4) for b, s in obs.mix.items()},
+            "sloAttainment": obs.attainment,
+            "replicas": current,
+            "ready": {v.name: v.ready for v in variants},
+            "pending": {v.name: v.pending for v in variants},
+        },
+        terms={
+            "demandRps": round(demand, 4),
+            "panic": in_panic,
+            "headroom": headroom,
+            "capacityRpsPerReplica": {o.name: _replica_rps(o, obs.mix) for o in options},
+            "correction": corr,
+            "maxReplicas": {o.name: o.hi for o in options},
+            "solverMix": mix.replicas,
+            "unservedRps": mix.unserved_rps,
+        },
+        mix=desired,
+        cost_per_hour_usd=cost,
+    )
+    new_state = PolicyState(
+        samples=samples,
+        panic_until=panic_until,
+        last_active=last_active,
+        down_recs=down_recs or state.down_recs,
+        blocked_until=blocked,
+        over_since=over_since,
+    )
+    return decision, new_state
+
+
+def _replica_rps(o: VariantOption, mix: Mapping[Bucket, float]) -> float:
+    load = sum(s / o.capacity_rps[b] for b, s in mix.items() if s > 0 and o.capacity_rps.get(b, 0) > 0)
+    feasible = all(o.capacity_rps.get(b, 0) > 0 for b, s in mix.items() if s > 0)
+    return round(1 / load, 4) if load > 0 and feasible else 0.0
+
+
+def _fleet_rps(options: Sequence[VariantOption], mix: Mapping[Bucket, float], replicas: Mapping[str, int]) -> float:
+    return sum(_replica_rps(o, mix) * replicas.get(o.name, 0) for o in options)
+
+
+def _cheapest_open(variants: Sequence[VariantState], options: Sequence[VariantOption]) -> str | None:
+    """The cheapest variant that may take a replica (allowed by max, not blocked, can meet the SLO)."""
+    open_ = [
+        (_cost(v), -v.ready, v.name)
+        for v, o in zip(variants, options, strict=True)
+        if o.hi >= 1 and (v.capacity is None or any(c.max_rps > 0 for c in v.capacity.buckets))
+    ]
+    return min(open_)[2] if open_ else None
+
+
+def _hold(now: float, current: dict[str, int], variants: Sequence[VariantState], reason: str, message: str) -> Decision:
+    return Decision(
+        time=now,
+        reason=reason,
+        desired=dict(current),
+        changed=False,
+        message=f"holding {current}: {message}",
+        inputs={"replicas": current},
+        terms={},
+        mix=dict(current),
+        cost_per_hour_usd=sum(_cost(v) * current[v.name] for v in variants),
+        stale=True,
+    )
+
+
+def _message(
+    reason: str, current: Mapping[str, int], desired: Mapping[str, int], demand: float, notes: list[str]
+) -> str:
+    base = f"{reason}: {dict(current)} -> {dict(desired)} for {demand:.3g} req/s"
+    return "; ".join([base, *notes])

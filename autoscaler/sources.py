@@ -1,0 +1,236 @@
+"""Metrics input: what a pool's engines and gateway say, read from Prometheus or scraped directly.
+
+Both sources answer the same question for one pool over the last interval: request rate, mean input and
+output tokens per request, TTFT and ITL histograms (whole pool and per variant), waiting and running
+requests, and requests the gateway held for want of a ready endpoint.
+
+- Prometheus (`--prometheus-url`): instant queries of `rate`/`increase` over the window. Engine and
+  gateway series must carry `namespace`, `pool` and `variant` labels (relabelled from the pod at scrape
+  time). A failed query, or no engine series for a pool that has ready pods, is stale data.
+- Direct: the engines' /metrics on each ready pod's IP and the gateways' /metrics, differenced against
+  the previous scrape of the same pod (a pod first seen counts from zero, a counter reset from zero).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from headway.api.labels import (
+    METRIC_GATEWAY_HELD,
+    METRIC_GATEWAY_IN_FLIGHT,
+    PROMETHEUS_NAMESPACE_LABEL,
+    PROMETHEUS_POOL_LABEL,
+    PROMETHEUS_VARIANT_LABEL,
+)
+from headway.autoscaler.errors import MetricsUnavailable
+from headway.autoscaler.slo import delta
+
+REQUESTS = "vllm:request_success_total"
+PROMPT_TOKENS = "vllm:prompt_tokens_total"
+GENERATION_TOKENS = "vllm:generation_tokens_total"
+TTFT = "vllm:time_to_first_token_seconds_bucket"
+ITL = "vllm:inter_token_latency_seconds_bucket"
+WAITING = "vllm:num_requests_waiting"
+RUNNING = "vllm:num_requests_running"
+HELD = METRIC_GATEWAY_HELD
+
+Histogram = dict[float, float]
+
+
+@dataclass(frozen=True)
+class EnginePod:
+    name: str
+    variant: str
+    url: str
+    """Base URL of the engine's HTTP server (its /metrics)."""
+
+
+@dataclass
+class PoolMetrics:
+    window_s: float
+    rps: float = 0.0
+    input_tokens: float = 0.0
+    output_tokens: float = 0.0
+    ttft: Histogram = field(default_factory=dict)
+    itl: Histogram = field(default_factory=dict)
+    variant_ttft: dict[str, Histogram] = field(default_factory=dict)
+    variant_itl: dict[str, Histogram] = field(default_factory=dict)
+    waiting: float = 0.0
+    running: float = 0.0
+    held: float = 0.0
+    gateway_in_flight: float = 0.0
+
+
+def _add(h: Histogram, le: float, v: float) -> None:
+    h[le] = h.get(le, 0.0) + v
+
+
+# ----- Prometheus
+class PrometheusSource:
+    def __init__(self, url: str, window_s: float, timeout_s: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        self.window_s = window_s
+        self.timeout_s = timeout_s
+
+    def _query(self, q: str) -> list[dict]:
+        qs = urllib.parse.urlencode({"query": q})
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/query?{qs}", timeout=self.timeout_s) as r:
+                body = json.loads(r.read())
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise MetricsUnavailable(f"prometheus at {self.url}: {reason}") from None
+        if body.get("status") != "success":
+            raise MetricsUnavailable(f"prometheus at {self.url}: {body.get('error', 'query failed')}")
+        return body["data"]["result"]
+
+    def read(self, namespace: str, pool: str, pods: Sequence[EnginePod]) -> PoolMetrics:
+        sel = f'{PROMETHEUS_NAMESPACE_LABEL}="{namespace}",{PROMETHEUS_POOL_LABEL}="{pool}"'
+        w = f"{max(2, int(self.window_s))}s"
+
+        def scalar(q: str) -> float | None:
+            res = self._query(q)
+            return sum(float(r["value"][1]) for r in res) if res else None
+
+        rps = scalar(f"sum(rate({REQUESTS}{{{sel}}}[{w}]))")
+        if rps is None and pods:
+            raise MetricsUnavailable(f"prometheus at {self.url}: no {REQUESTS} series for pool {namespace}/{pool}")
+        m = PoolMetrics(window_s=self.window_s, rps=rps or 0.0)
+        if m.rps > 0:
+            m.input_tokens = (scalar(f"sum(rate({PROMPT_TOKENS}{{{sel}}}[{w}]))") or 0.0) / m.rps
+            m.output_tokens = (scalar(f"sum(rate({GENERATION_TOKENS}{{{sel}}}[{w}]))") or 0.0) / m.rps
+        for name, pool_h, per_variant in ((TTFT, m.ttft, m.variant_ttft), (ITL, m.itl, m.variant_itl)):
+            for r in self._query(f"sum by (le, {PROMETHEUS_VARIANT_LABEL}) (increase({name}{{{sel}}}[{w}]))"):
+                le, v = float(r["metric"]["le"]), float(r["value"][1])
+                if math.isnan(v):
+                    continue
+                _add(pool_h, le, v)
+                _add(per_variant.setdefault(r["metric"].get(PROMETHEUS_VARIANT_LABEL, ""), {}), le, v)
+        m.waiting = scalar(f"sum({WAITING}{{{sel}}})") or 0.0
+        m.running = scalar(f"sum({RUNNING}{{{sel}}})") or 0.0
+        m.held = scalar(f"sum(increase({HELD}{{{sel}}}[{w}]))") or 0.0
+        m.gateway_in_flight = scalar(f"sum({METRIC_GATEWAY_IN_FLIGHT}{{{sel}}})") or 0.0
+        return m
+
+
+# ----- direct scrape
+@dataclass
+class _Scrape:
+    requests: float = 0.0
+    prompt: float = 0.0
+    generation: float = 0.0
+    ttft: Histogram = field(default_factory=dict)
+    itl: Histogram = field(default_factory=dict)
+    waiting: float = 0.0
+    running: float = 0.0
+    held: float = 0.0
+    in_flight: float = 0.0
+
+
+_SUMS = {
+    REQUESTS: "requests",
+    PROMPT_TOKENS: "prompt",
+    GENERATION_TOKENS: "generation",
+    WAITING: "waiting",
+    RUNNING: "running",
+    HELD: "held",
+    METRIC_GATEWAY_IN_FLIGHT: "in_flight",
+}
+_HISTOGRAMS = {TTFT: "ttft", ITL: "itl"}
+
+
+def parse_metrics(text: str) -> _Scrape:
+    """The series a decision reads from one /metrics page, summed over their labels."""
+    s = _Scrape()
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if field_name := _SUMS.get(smp.name):
+                setattr(s, field_name, getattr(s, field_name) + smp.value)
+            elif hist := _HISTOGRAMS.get(smp.name):
+                _add(getattr(s, hist), float(smp.labels["le"]), smp.value)
+    return s
+
+
+def _fetch(url: str, timeout_s: float) -> str:
+    with urllib.request.urlopen(f"{url.rstrip('/')}/metrics", timeout=timeout_s) as r:
+        return r.read().decode()
+
+
+def _diff(now: float, before: float | None) -> float:
+    return now if before is None or now < before else now - before
+
+
+class DirectSource:
+    """Scrapes engines and gateways itself; remembers the previous scrape per URL to take differences."""
+
+    def __init__(
+        self, gateway_urls: Iterable[str] = (), timeout_s: float = 3.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.gateway_urls = list(gateway_urls)
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self._last: dict[str, tuple[float, _Scrape]] = {}
+
+    def read(self, namespace: str, pool: str, pods: Sequence[EnginePod]) -> PoolMetrics:
+        now = self.clock()
+        m = PoolMetrics(window_s=0.0)
+        windows: list[float] = []
+        tokens_in = tokens_out = requests = 0.0
+        failures = []
+        for pod in pods:
+            try:
+                cur = parse_metrics(_fetch(pod.url, self.timeout_s))
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                failures.append(f"{pod.name}: {getattr(e, 'reason', e)}")
+                continue
+            prev_t, prev = self._last.get(pod.url, (None, None))
+            self._last[pod.url] = (now, cur)
+            if prev_t is not None:
+                windows.append(now - prev_t)
+            requests += _diff(cur.requests, prev.requests if prev else None)
+            tokens_in += _diff(cur.prompt, prev.prompt if prev else None)
+            tokens_out += _diff(cur.generation, prev.generation if prev else None)
+            for le, v in delta(cur.ttft, prev.ttft if prev else None).items():
+                _add(m.ttft, le, v)
+                _add(m.variant_ttft.setdefault(pod.variant, {}), le, v)
+            for le, v in delta(cur.itl, prev.itl if prev else None).items():
+                _add(m.itl, le, v)
+                _add(m.variant_itl.setdefault(pod.variant, {}), le, v)
+            m.waiting += cur.waiting
+            m.running += cur.running
+        if pods and len(failures) == len(pods):
+            raise MetricsUnavailable(f"no engine of pool {namespace}/{pool} answered: {'; '.join(failures)[:300]}")
+        for url in self.gateway_urls:
+            try:
+                cur = parse_metrics(_fetch(url, self.timeout_s))
+            except (urllib.error.URLError, OSError, ValueError):
+                continue
+            prev_t, prev = self._last.get(url, (None, None))
+            self._last[url] = (now, cur)
+            m.held += _diff(cur.held, prev.held if prev else None) if prev_t is not None else 0.0
+            m.gateway_in_flight += cur.in_flight
+        m.window_s = max(windows) if windows else 0.0
+        if m.window_s > 0:
+            m.rps = requests / m.window_s
+        if requests > 0:
+            m.input_tokens, m.output_tokens = tokens_in / requests, tokens_out / requests
+        return m
+
+
+def mix_of(m: PoolMetrics, buckets: Sequence[tuple[int, int]]) -> Mapping[tuple[int, int], float]:
+    """The observed token mix as shares of profile buckets: the mean request's nearest bucket (engines
+    export only marginal length histograms, so the joint mix is not observable; the mean is)."""
+    if m.rps <= 0 or m.input_tokens <= 0 or m.output_tokens <= 0:
+        return {}
+    i, o = m.input_tokens, m.output_tokens
+    nearest = min(buckets, key=lambda b: abs(math.log(b[0] / i)) + abs(math.log(b[1] / o)))
+    return {nearest: 1.0}

@@ -1,0 +1,45 @@
+"""Reading a pool's demand and latency from an engine's and a gateway's /metrics pages."""
+
+from __future__ import annotations
+
+import math
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from headway.autoscaler.sources import PoolMetrics, mix_of, parse_metrics
+from headway.gateway.metrics import GatewayMetrics
+
+
+def test_the_gateway_page_gives_held_and_in_flight_requests() -> None:
+    reg = CollectorRegistry()
+    gw = GatewayMetrics(reg)
+    gw.held.inc(3)
+    gw.in_flight.set(2)
+    s = parse_metrics(generate_latest(reg).decode())
+    assert s.held == 3 and s.in_flight == 2
+
+
+def test_the_observed_mix_is_the_mean_requests_nearest_profile_bucket() -> None:
+    m = PoolMetrics(window_s=10, rps=2.0, input_tokens=900.0, output_tokens=70.0)
+    assert mix_of(m, [(256, 64), (1024, 64), (1024, 256)]) == {(1024, 64): 1.0}
+    assert mix_of(PoolMetrics(window_s=10), [(256, 64)]) == {}
+
+
+def test_engine_histograms_and_counters_are_read_under_vllms_names() -> None:
+    text = "\n".join(
+        [
+            "# TYPE vllm:request_success_total counter",
+            'vllm:request_success_total{model_name="m",finished_reason="stop"} 7',
+            "# TYPE vllm:time_to_first_token_seconds histogram",
+            'vllm:time_to_first_token_seconds_bucket{model_name="m",le="0.5"} 6',
+            'vllm:time_to_first_token_seconds_bucket{model_name="m",le="+Inf"} 7',
+            'vllm:time_to_first_token_seconds_count{model_name="m"} 7',
+            'vllm:time_to_first_token_seconds_sum{model_name="m"} 1.0',
+            "# TYPE vllm:num_requests_waiting gauge",
+            'vllm:num_requests_waiting{model_name="m"} 4',
+            "",
+        ]
+    )
+    s = parse_metrics(text)
+    assert s.requests == 7 and s.waiting == 4
+    assert s.ttft == {0.5: 6, math.inf: 7}
