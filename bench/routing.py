@@ -51,7 +51,7 @@ import zmq
 from bench._machine import RESULTS, write_result
 from bench._workloads import WORKLOADS, Request, Words, hit_rate, kv_blocks_per_pod, oracle_hits, requests
 from headway.devenv import procs
-from headway.devenv.engines import kv_events_config, sim_argv
+from headway.devenv.engines import gateway_argv, kv_events_config, sim_argv
 from headway.devenv.tinymodel import tiny_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -199,22 +199,7 @@ def start_router(spec: RouterSpec, fleet: Fleet, work: Path, relay: KvRelay | No
     log = work / f"router-{spec.name}.log"
     if spec.launch == "gateway":
         bind = f"tcp://127.0.0.1:{procs.free_port()}"
-        argv = [
-            sys.executable,
-            "-m",
-            "headway",
-            "gateway",
-            "--model",
-            "tiny",
-            "--tokenizer",
-            str(tiny_model_dir()),
-            "--kv-events-bind",
-            bind,
-            "--port",
-            str(port),
-            *[a for u in fleet.urls for a in ("-e", u)],
-            *spec.args,
-        ]
+        argv = gateway_argv(port, fleet.urls, "--kv-events-bind", bind, *spec.args)
         pid = procs.spawn(argv, log, cwd=work).pid
         _wait(f"http://127.0.0.1:{port}/healthz", pid, log)
         return f"http://127.0.0.1:{port}", pid, [bind] * len(fleet.ports)

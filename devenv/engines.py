@@ -37,3 +37,22 @@ def sim_argv(port: int, *extra: str, model_dir: Path | None = None, served: str 
         str(port),
         *extra,
     ]
+
+
+def gateway_argv(port: int, engines: list[str], *extra: str, model: str = "tiny") -> list[str]:
+    """`headway gateway` on 127.0.0.1:`port` over the engine URLs `engines`, with the tiny model's tokenizer
+    (static discovery), plus `extra` flags."""
+    return [
+        sys.executable,
+        "-m",
+        "headway",
+        "gateway",
+        "--model",
+        model,
+        "--tokenizer",
+        str(tiny_model_dir()),
+        "--port",
+        str(port),
+        *[a for url in engines for a in ("-e", url)],
+        *extra,
+    ]

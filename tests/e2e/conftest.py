@@ -20,8 +20,13 @@ def crd(cluster: LocalCluster) -> LocalCluster:
 @pytest.fixture(scope="session")
 def operator(crd: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     d = tmp_path_factory.mktemp("operator")
+    # Every namespace but the shortened demo's: it helm-installs an operator of its own for its pools.
     op = OperatorProcess(
-        service_account_kubeconfig(crd, d / "kubeconfig"), d / "operator.log", procs.free_port(), procs.free_port()
+        service_account_kubeconfig(crd, d / "kubeconfig"),
+        d / "operator.log",
+        procs.free_port(),
+        procs.free_port(),
+        ("--namespace", "!demo-*"),
     ).start()
     yield op
     op.stop()

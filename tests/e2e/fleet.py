@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import urllib.request
 from pathlib import Path
 
 from headway.devenv import procs
-from headway.devenv.engines import kv_events_config, sim_argv
-from headway.devenv.tinymodel import tiny_model_dir
+from headway.devenv.engines import gateway_argv, kv_events_config, sim_argv
 from tests.conftest import eventually
 
 
@@ -52,20 +50,7 @@ def start_engines(work: Path, ports: list[int], events: str) -> list[int]:
 def start_gateway(work: Path, ports: list[int], *args: str, name: str = "gateway") -> tuple[str, int]:
     """A static-discovery gateway over the engines on `ports`; returns (url, pid)."""
     port = procs.free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "headway",
-        "gateway",
-        "--model",
-        "tiny",
-        "--tokenizer",
-        str(tiny_model_dir()),
-        "--port",
-        str(port),
-        *[a for p in ports for a in ("-e", f"http://127.0.0.1:{p}")],
-        *args,
-    ]
+    argv = gateway_argv(port, [f"http://127.0.0.1:{p}" for p in ports], *args)
     pid = procs.spawn(argv, work / f"{name}.log", cwd=work).pid
     wait_http(f"http://127.0.0.1:{port}/healthz")
     return f"http://127.0.0.1:{port}", pid

@@ -7,7 +7,6 @@ import asyncio
 import json
 import random
 import statistics
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +18,7 @@ import aiohttp
 import pytest
 
 from headway.devenv import procs
-from headway.devenv.tinymodel import tiny_model_dir
+from headway.devenv.engines import gateway_argv
 from tests.e2e.fleet import metric_value
 from tests.e2e.fleet import start_engines as _start_engines
 from tests.e2e.fleet import wait_http as _wait_http
@@ -38,23 +37,8 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     ports = [procs.free_port() for _ in range(4)]
     events = f"tcp://127.0.0.1:{procs.free_port()}"
     gw_port = procs.free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "headway",
-        "gateway",
-        "--model",
-        "tiny",
-        "--tokenizer",
-        str(tiny_model_dir()),
-        "--kv-events-bind",
-        events,
-        "--port",
-        str(gw_port),
-        *[a for p in ports for a in ("-e", f"http://127.0.0.1:{p}")],
-        "--max-body-bytes",
-        str(64 * 1024),
-    ]
+    engines = [f"http://127.0.0.1:{p}" for p in ports]
+    argv = gateway_argv(gw_port, engines, "--kv-events-bind", events, "--max-body-bytes", str(64 * 1024))
     gw = procs.spawn(argv, tmp_path / "gateway.log", cwd=tmp_path).pid
     _wait_http(f"http://127.0.0.1:{gw_port}/healthz")
     f = Fleet([f"http://127.0.0.1:{p}" for p in ports], f"http://127.0.0.1:{gw_port}", [], events)
