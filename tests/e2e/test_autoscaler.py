@@ -187,11 +187,23 @@ def running(core: k8s.CoreV1Api, ns: str) -> dict[str, int]:
     return out
 
 
-def create_pool(cluster: LocalCluster, ns: str, variants: list[dict[str, Any]], **auto: Any) -> None:
+def create_pool(
+    cluster: LocalCluster,
+    ns: str,
+    variants: list[dict[str, Any]],
+    *,
+    engine_args: list[str] | None = None,
+    slo: dict[str, float] | None = None,
+    **auto: Any,
+) -> None:
     manifest = pool_manifest(
-        "tiny", variants, source=str(tiny_model_dir()), autoscaling={"enabled": True, "panicWindowSeconds": 2, **auto}
+        "tiny",
+        variants,
+        source=str(tiny_model_dir()),
+        engine_args=engine_args,
+        autoscaling={"enabled": True, "panicWindowSeconds": 2, **auto},
     )
-    manifest["spec"]["slo"] = {"ttftSeconds": 0.5, "itlSeconds": 0.05}
+    manifest["spec"]["slo"] = slo or {"ttftSeconds": 0.5, "itlSeconds": 0.05}
     custom(cluster).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, manifest)
 
 
@@ -240,6 +252,45 @@ def test_load_scales_the_pool_up_and_scale_down_waits_for_the_window(
     assert time.monotonic() - stopped >= window_s - 2  # not before the window (2 s of scrape lag allowed)
     eventually(lambda: desired(crd, namespace) == {"l4": 1}, timeout_s=60, what="back to the minimum")
     assert scaling_active(crd, namespace)["status"] == "True"
+
+
+def slo_status(cluster: LocalCluster, ns: str) -> str | None:
+    return (custom(cluster).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "tiny").get("status") or {}).get(
+        "sloStatus"
+    )
+
+
+def test_a_load_ramp_breaks_the_slo_and_the_scaled_pool_meets_it_again(
+    crd: LocalCluster,
+    operator: OperatorProcess,
+    runner: Path,
+    core: k8s.CoreV1Api,
+    namespace: str,
+    gateway: str,
+    autoscaler: Callable[..., Autoscaler],
+) -> None:
+    """Engines slow enough to queue (an L4 simulator at 0.15× speed running at most 2 sequences serves about
+    2 req/s, as the test profile says): 5 req/s on one replica queues requests past the 1.5 s TTFT target
+    while new replicas start; the autoscaler must read the breach from the engines' own histograms, grow
+    the pool, and read the SLO met again under the same load."""
+    create_pool(
+        crd,
+        namespace,
+        [{"name": "l4", "gpuProduct": L4, "minReplicas": 1, "maxReplicas": 4, "costPerGpuHourUsd": 0.8}],
+        engine_args=["--gpu-profile", "L4", "--time-scale", "0.15", "--max-num-seqs", "2"],
+        slo={"ttftSeconds": 1.5, "itlSeconds": 1.0, "attainment": 0.9},
+        scaleDownWindowSeconds=300,
+    )
+    eventually(lambda: running(core, namespace).get("l4") == 1, timeout_s=90, what="one L4 replica running")
+    autoscaler()
+    eventually(lambda: desired(crd, namespace) == {"l4": 1}, timeout_s=30, what="a first recommendation")
+    with Load(gateway, rps=5.0) as load:
+        eventually(lambda: slo_status(crd, namespace) == "Breached", timeout_s=60, what="the SLO breached")
+        eventually(lambda: running(core, namespace).get("l4", 0) >= 3, timeout_s=90, what="the pool grown")
+        eventually(lambda: slo_status(crd, namespace) == "Met", timeout_s=120, what="the SLO met again")
+        inputs = autoscaling(crd, namespace)["decision"]["inputs"]
+    assert load.statuses.count(200) > 0.95 * len(load.statuses)
+    assert inputs["requestsPerSecond"] > 2
 
 
 def test_the_chosen_mix_is_the_ilp_optimum_and_an_unschedulable_variant_falls_back(
