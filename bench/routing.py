@@ -580,13 +580,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [r for r in args.routers if r not in ROUTERS]
     if unknown:
         p.error(f"unknown routers {unknown}; known: {', '.join(ROUTERS)}")
+    if args.engines < 2 or args.stage_seconds <= 0 or args.time_scale <= 0:
+        p.error("--engines must be ≥ 2; --stage-seconds and --time-scale > 0")
     missing = [
         r for r in args.routers if ROUTERS[r].launch != "gateway" and not (BENCH_VENV / ROUTERS[r].launch).exists()
     ]
     if missing:
         p.error(f"{', '.join(missing)} need hack/install-bench-tools.sh (make bench-routing runs it)")
-    if args.engines < 2 or args.stage_seconds <= 0 or args.time_scale <= 0:
-        p.error("--engines must be ≥ 2; --stage-seconds and --time-scale > 0")
     return args
 
 
