@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class HeadwayError(Exception):
@@ -26,3 +26,11 @@ class ApiError(HeadwayError):
             {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.status}},
             separators=(",", ":"),
         ).encode()
+
+
+def option_error(err: Any) -> str:
+    """A pydantic ValidationError of a CLI's settings as one line naming the option: `--time-scale: …`
+    (settings fields are the options' names with `-` for `_`; a whole-model check names none)."""
+    first = err.errors()[0]
+    where = f"--{'-'.join(str(x) for x in first['loc']).replace('_', '-')}: " if first["loc"] else ""
+    return where + str(first["msg"]).removeprefix("Value error, ")

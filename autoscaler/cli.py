@@ -44,6 +44,7 @@ def autoscaler(
     from prometheus_client import CollectorRegistry
     from pydantic import ValidationError
 
+    from headway.api.errors import option_error
     from headway.api.events import load_api_client
     from headway.autoscaler.capacity import load_profile
     from headway.autoscaler.config import AutoscalerConfig
@@ -68,8 +69,7 @@ def autoscaler(
         )
         profile = load_profile(profiles)
     except ValidationError as e:
-        err = e.errors()[0]
-        typer.echo(f"error: --{str(err['loc'][0]).replace('_', '-')}: {err['msg']}", err=True)
+        typer.echo(f"error: {option_error(e)}", err=True)
         raise typer.Exit(2) from None
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)

@@ -37,7 +37,7 @@ from headway.gateway.errors import (
 from headway.gateway.metrics import GatewayMetrics
 from headway.gateway.openai import ChatFields, parse_routing_fields, prompt_texts
 from headway.gateway.pools import PoolRoute, make_route, tokenizer_for
-from headway.gateway.routing.custom import parse_router_specs
+from headway.gateway.routing.custom import Router, parse_router_specs
 from headway.gateway.routing.pipeline import STRATEGIES, Decision
 from headway.gateway.routing.plugins import DEFAULT_BLOCK_SIZE
 from headway.gateway.routing.types import RoutingRequest
@@ -227,7 +227,7 @@ class Gateway:
     def _keys_for(self, rr: RoutingRequest, ep: Endpoint) -> list[int]:
         return rr.keys(self.ingest.block_sizes.get(ep.id) or ep.block_size or DEFAULT_BLOCK_SIZE)
 
-    def _speculate(self, rr: RoutingRequest, ep: Endpoint, router: object) -> None:
+    def _speculate(self, rr: RoutingRequest, ep: Endpoint, router: Router) -> None:
         """Called at the first body byte: the engine has computed the prompt's blocks by then, and its
         events may still be in flight. Not at routing time: requests arriving together would all be sent
         after a prefix that no engine holds yet, and pile onto one engine for nothing."""
@@ -279,12 +279,13 @@ class Gateway:
         while True:
             if self.shared is not None and strategy == "kv-aware":
                 await self._read_shared(rr, route)
-            decision = route.pipelines[strategy].decide(rr, route.endpoints)
+            router = route.pipelines[strategy]
+            decision = router.decide(rr, route.endpoints)
             if not held:
                 self.metrics.routing.labels(strategy).observe(time.perf_counter() - t0)
             if decision.ranked:
                 try:
-                    return await self._forward(request, body, rr, decision, strategy, stream=stream)
+                    return await self._forward(request, body, rr, router, decision, strategy, stream=stream)
                 except _Unreachable as e:
                     reason = str(e)
             if time.monotonic() >= deadline:
@@ -308,7 +309,15 @@ class Gateway:
                 rr.shared_matches[size] = matched
 
     async def _forward(
-        self, request: web.Request, body: bytes, rr: RoutingRequest, decision: Decision, strategy: str, *, stream: bool
+        self,
+        request: web.Request,
+        body: bytes,
+        rr: RoutingRequest,
+        router: Router,
+        decision: Decision,
+        strategy: str,
+        *,
+        stream: bool,
     ) -> web.StreamResponse:
         assert self.session is not None
         t = self.cfg.timeouts
@@ -332,7 +341,7 @@ class Gateway:
                 upstream.release()
                 ep.eject(time.monotonic())
                 continue
-            return await self._relay(request, upstream, rr, ep, decision, strategy, stream=stream)
+            return await self._relay(request, upstream, rr, ep, router, decision, strategy, stream=stream)
         if answered:
             raise UpstreamFailed(f"every endpoint tried failed before answering ({last_error})")
         raise _Unreachable(f"no endpoint reachable ({last_error})")
@@ -343,6 +352,7 @@ class Gateway:
         upstream: aiohttp.ClientResponse,
         rr: RoutingRequest,
         ep: Endpoint,
+        router: Router,
         decision: Decision,
         strategy: str,
         *,
@@ -351,8 +361,6 @@ class Gateway:
         matched = (decision.scores.get(ep.id) or {}).get("prefix", 0.0)
         self.metrics.picks.labels(strategy, "yes" if matched > 0 else "no").inc()
         self.history.speculate(ep.id, self._keys_for(rr, ep), _HISTORY_TTL_S)  # routing history: approx-prefix
-        route = self.routes.get(rr.model)
-        router = route.pipelines.get(strategy) if route is not None else None
         if (routed := getattr(router, "routed", None)) is not None:
             routed(rr, ep)
         if self.cfg.pending_ttl_s and getattr(router, "speculative", True):

@@ -52,6 +52,8 @@ def gateway(
     """Route each OpenAI request to the engine that holds its prefix, bounded by load."""
     from pydantic import ValidationError
 
+    from headway.api.errors import option_error
+
     try:
         parsed = dict(kv.split("=", 1) for kv in weights.split(",")) if weights else {}
         cfg = GatewayConfig(
@@ -76,9 +78,7 @@ def gateway(
         if not isinstance(e, ValidationError):
             typer.echo(f"error: --weights: expected name=value pairs: {e}", err=True)
             raise typer.Exit(2) from None
-        err = e.errors()[0]
-        where = f"--{'-'.join(str(x) for x in err['loc']).replace('_', '-')}: " if err["loc"] else ""
-        typer.echo(f"error: {where}{err['msg'].removeprefix('Value error, ')}", err=True)
+        typer.echo(f"error: {option_error(e)}", err=True)
         raise typer.Exit(2) from None
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

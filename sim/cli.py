@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
+from headway.api.errors import option_error
 from headway.sim.config import KvEventsConfig, SimConfig
 from headway.sim.profiles import PRESETS, ProfileError, load_profile
 
@@ -174,8 +175,7 @@ def parse_config(argv: Sequence[str]) -> tuple[SimConfig, list[str]]:
         )
         load_profile(cfg.gpu_profile)
     except ValidationError as e:
-        err = e.errors()[0]
-        parser.error(f"--{'-'.join(str(x) for x in err['loc']).replace('_', '-')}: {err['msg']}")
+        parser.error(option_error(e))
     except ProfileError as e:
         parser.error(str(e))
     logging.basicConfig(
