@@ -66,6 +66,8 @@ METRIC_GATEWAY_PREDICTED_HIT_TOKENS = "headway_gateway_predicted_prefix_hit_toke
 METRIC_GATEWAY_IN_FLIGHT = "headway_gateway_in_flight_requests"
 METRIC_GATEWAY_HELD = "headway_gateway_held_requests_total"
 METRIC_GATEWAY_ENDPOINT_STALE = "headway_gateway_endpoint_stale"
+METRIC_GATEWAY_REQUEST_SHAPE = "headway_gateway_request_shapes_total"
+"""Completed requests by model and (input, output) token bucket; see headway.api.shape."""
 
 # Metric names of the autoscaler.
 METRIC_AUTOSCALER_DESIRED_REPLICAS = "headway_autoscaler_desired_replicas"
@@ -74,6 +76,7 @@ METRIC_AUTOSCALER_SLO_ATTAINMENT = "headway_autoscaler_slo_attainment"
 METRIC_AUTOSCALER_COST_PER_HOUR = "headway_autoscaler_cost_per_hour_usd"
 METRIC_AUTOSCALER_DECISIONS = "headway_autoscaler_decisions_total"
 METRIC_AUTOSCALER_DEMAND_RPS = "headway_autoscaler_demand_requests_per_second"
+METRIC_AUTOSCALER_PROVISIONING = "headway_autoscaler_provisioning_seconds"
 
 # Labels the autoscaler expects on engine and gateway series in Prometheus (set by relabelling the pod's
 # namespace and its pool/variant labels at scrape time).

@@ -37,6 +37,9 @@ def autoscaler(
     lease_duration_s: Annotated[float, typer.Option(help="Seconds a leader's Lease lasts without renewal.")] = 15.0,
     gpu_budget: Annotated[int | None, typer.Option(help="Most GPUs one pool may use (default: no limit).")] = None,
     headroom: Annotated[float, typer.Option(help="SLO capacity kept over demand, ≥ 1.")] = 1.0,
+    forecaster: Annotated[
+        str, typer.Option(help="Demand forecast one provisioning time ahead: constant or trend.")
+    ] = "constant",
     identity: Annotated[str, typer.Option(help="Name in the Lease (default: host name + process).")] = "",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -65,6 +68,7 @@ def autoscaler(
             lease_duration_s=lease_duration_s,
             gpu_budget=gpu_budget,
             headroom=headroom,
+            forecaster=forecaster,
             identity=identity,
         )
         profile = load_profile(profiles)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -19,6 +20,9 @@ class AutoscalerConfig(BaseModel, frozen=True, extra="forbid"):
     lease_duration_s: float = Field(15.0, gt=0)
     identity: str = ""
     gpu_budget: int | None = Field(None, ge=1)
+    forecaster: Literal["constant", "trend"] = Field(
+        "constant", description="Demand forecast one provisioning time ahead (headway.autoscaler.forecast)."
+    )
     headroom: float = Field(
         1.0,
         ge=1.0,

@@ -31,8 +31,10 @@ from headway.api.modelpool import PLURAL, VERSION, ModelPool
 from headway.autoscaler.capacity import CapacityProfile
 from headway.autoscaler.config import AutoscalerConfig
 from headway.autoscaler.errors import MetricsUnavailable
+from headway.autoscaler.forecast import make_forecaster
 from headway.autoscaler.metrics import AutoscalerMetrics
 from headway.autoscaler.policy import Decision, Observation, PolicyState, VariantState, decide
+from headway.autoscaler.provisioning import Provisioning, variant_provisioning
 from headway.autoscaler.slo import attainment, quantile
 from headway.autoscaler.sources import DirectSource, EnginePod, PoolMetrics, PrometheusSource, mix_of
 
@@ -159,6 +161,7 @@ class Controller:
             cfg.identity or f"{socket.gethostname()}-{id(self):x}",
             cfg.lease_duration_s,
         )
+        self.forecaster = make_forecaster(cfg.forecaster)
         self.last_tick = clock()
         self.leader = False
 
@@ -171,9 +174,12 @@ class Controller:
             out += self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
         return out
 
-    def variant_states(self, pool: ModelPool) -> tuple[list[VariantState], list[EnginePod]]:
-        """Replicas asked of each variant's Deployment, its ready/pending/unschedulable pods, and the
-        URLs of the ready engines."""
+    def variant_states(
+        self, pool: ModelPool, known: Mapping[str, Provisioning] | None = None
+    ) -> tuple[list[VariantState], list[EnginePod], dict[str, Provisioning]]:
+        """Replicas asked of each variant's Deployment, its ready/pending/unschedulable pods, how long
+        its Ready pods took to provision (else what `known` remembers), and the URLs of the ready
+        engines."""
         sel = f"{POOL_LABEL}={pool.name}"
         deps = [
             _plain(self.api, d) for d in self.apps.list_namespaced_deployment(pool.namespace, label_selector=sel).items
@@ -182,6 +188,8 @@ class Controller:
         replicas = {d["metadata"]["labels"].get(VARIANT_LABEL): d["spec"].get("replicas") or 0 for d in deps}
         engines: list[EnginePod] = []
         out = []
+        names = {v.name for v in pool.spec.variants}
+        provisioning = {k: p for k, p in (known or {}).items() if k in names}
         for v in pool.spec.variants:
             mine = [p for p in pods if p["metadata"]["labels"].get(VARIANT_LABEL) == v.name]
             live = [p for p in mine if not p["metadata"].get("deletionTimestamp")]
@@ -191,6 +199,9 @@ class Controller:
                 url = _engine_url(p)
                 if url:
                     engines.append(EnginePod(p["metadata"]["name"], v.name, url))
+            if (prov := variant_provisioning(ready)) is not None:
+                provisioning[v.name] = prov
+            seen = provisioning.get(v.name)
             out.append(
                 VariantState(
                     name=v.name,
@@ -203,9 +214,10 @@ class Controller:
                     min_replicas=v.min_replicas,
                     max_replicas=v.max_replicas,
                     capacity=self.profile.for_variant(v.gpu_product, v.gpus_per_replica),
+                    provisioning_s=seen.total_s if seen else None,
                 )
             )
-        return out, engines
+        return out, engines, provisioning
 
     # --- one pool
     def reconcile(self, body: Mapping[str, Any]) -> Decision | None:
@@ -219,11 +231,13 @@ class Controller:
         if not pool.spec.autoscaling.enabled:
             return None
         now = self.clock()
-        variants, engines = self.variant_states(pool)
+        auto = pool.status.get("autoscaling") or {}
+        known = {k: p for k, d in (auto.get("provisioning") or {}).items() if (p := Provisioning.from_status(d))}
+        variants, engines, provisioning = self.variant_states(pool, known)
         m: PoolMetrics | None = None
         stale = ""
         try:
-            m = self.source.read(pool.namespace, pool.name, engines)
+            m = self.source.read(pool.namespace, pool.name, engines, pool.spec.model.name)
         except MetricsUnavailable as e:
             stale = str(e)
         slo = pool.spec.slo
@@ -254,13 +268,18 @@ class Controller:
             attainment=att.value if att else None,
             stale_reason=stale,
         )
-        auto = pool.status.get("autoscaling") or {}
         state = PolicyState.from_dict(auto.get("state"))
         decision, new_state = decide(
-            pool.spec.autoscaling, variants, obs, state, headroom=self.cfg.headroom, gpu_budget=self.cfg.gpu_budget
+            pool.spec.autoscaling,
+            variants,
+            obs,
+            state,
+            headroom=self.cfg.headroom,
+            gpu_budget=self.cfg.gpu_budget,
+            forecaster=self.forecaster,
         )
-        self.write(body, pool, decision, new_state, auto, obs.attainment)
-        self.observe(pool, decision, variants, att.value if att else None)
+        self.write(body, pool, decision, new_state, auto, obs.attainment, provisioning)
+        self.observe(pool, decision, variants, att.value if att else None, provisioning)
         return decision
 
     def write(
@@ -271,6 +290,7 @@ class Controller:
         state: PolicyState,
         old: Mapping[str, Any],
         attained: float | None,
+        provisioning: Mapping[str, Provisioning],
     ) -> None:
         now = now_iso()
         active = {
@@ -286,6 +306,7 @@ class Controller:
         status: dict[str, Any] = {
             "conditions": [active],
             "state": state.to_dict(),
+            "provisioning": {k: p.to_status() for k, p in provisioning.items()},
         }
         if not d.stale:
             status["variants"] = [{"name": k, "desiredReplicas": n} for k, n in d.desired.items()]
@@ -326,8 +347,23 @@ class Controller:
         except k8s.ApiException as e:  # an Event is best effort; the decision already stands in status
             log.warning("could not post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], e.reason)
 
-    def observe(self, pool: ModelPool, d: Decision, variants: list[VariantState], att: float | None) -> None:
+    def observe(
+        self,
+        pool: ModelPool,
+        d: Decision,
+        variants: list[VariantState],
+        att: float | None,
+        provisioning: Mapping[str, Provisioning],
+    ) -> None:
         key = f"{pool.namespace}/{pool.name}"
+        for name, p in provisioning.items():
+            for phase, s in (
+                ("scheduling", p.scheduling_s),
+                ("starting", p.starting_s),
+                ("loading", p.loading_s),
+                ("total", p.total_s),
+            ):
+                self.metrics.provisioning.labels(key, name, phase).set(s)
         for v in variants:
             self.metrics.current.labels(key, v.name).set(v.replicas)
             self.metrics.desired.labels(key, v.name).set(d.desired[v.name])

@@ -10,6 +10,7 @@ from headway.api.labels import (
     METRIC_AUTOSCALER_DECISIONS,
     METRIC_AUTOSCALER_DEMAND_RPS,
     METRIC_AUTOSCALER_DESIRED_REPLICAS,
+    METRIC_AUTOSCALER_PROVISIONING,
     METRIC_AUTOSCALER_SLO_ATTAINMENT,
 )
 
@@ -41,3 +42,9 @@ class AutoscalerMetrics:
             METRIC_AUTOSCALER_DECISIONS, "Decisions by reason.", ("pool", "reason"), registry=registry
         )
         self.demand = Gauge(METRIC_AUTOSCALER_DEMAND_RPS, "Demand the mix is sized for.", ("pool",), registry=registry)
+        self.provisioning = Gauge(
+            METRIC_AUTOSCALER_PROVISIONING,
+            "Median time a variant's pods took to become Ready, by phase (scheduling, starting, loading, total).",
+            ("pool", "variant", "phase"),
+            registry=registry,
+        )

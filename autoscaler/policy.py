@@ -5,9 +5,11 @@ per variant and a record of why:
 
 1. Stale or missing metrics hold the current size (`MetricsStale`): acting on no data is how fleets
    collapse.
-2. Demand is max(stable-window mean, panic-window mean): a step in load counts within one tick, a dip
-   does not. The stable window is `STABLE_WINDOWS_PER_PANIC` panic windows. Panic is on while the panic
-   mean is ≥ 2× the stable mean, and for one stable window after; no variant shrinks in panic.
+2. Demand is max(stable-window mean, panic-window mean in panic, forecast): a step in load counts
+   within one tick, a dip does not. The stable window is `STABLE_WINDOWS_PER_PANIC` panic windows. Panic
+   is on while the panic mean is ≥ 2× the stable mean, and for one stable window after; no variant
+   shrinks in panic. The forecast (`headway.autoscaler.forecast`) looks one provisioning time ahead:
+   the longest time the variants' recent pods took from creation to Ready.
 3. The min-cost mix (`solver.solve`) over the variants' profiled capacity, each divided by its online
    correction (observed/predicted latency, clamped). A variant with Pending pods may not grow (never
    stack scale-ups on pods that have not started); one with Unschedulable pods is capped at its ready
@@ -35,11 +37,14 @@ from typing import Any
 
 from headway.api.modelpool import Autoscaling
 from headway.autoscaler.capacity import Bucket, GpuCapacity, LatencyPoint, correction
+from headway.autoscaler.forecast import Constant, Forecaster
 from headway.autoscaler.solver import VariantOption, solve
 
 STABLE_WINDOWS_PER_PANIC = 6
 PANIC_RATIO = 2.0
 TOLERANCE = 0.1
+BACKLOG_DRAIN_S = 60.0
+"""A backlog of queued requests is sized to drain within this time, on top of the arrival rate."""
 BLOCK_S = 300.0
 """How long a variant whose pods were Unschedulable stays capped at its ready replicas."""
 
@@ -73,6 +78,8 @@ class VariantState:
     capacity: GpuCapacity | None = None
     observed_ttft_s: float | None = None
     observed_itl_s: float | None = None
+    provisioning_s: float | None = None
+    """How long this variant's recent pods took from creation to Ready (None: none seen yet)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,8 @@ class Observation:
     held_requests: float = 0.0
     """Requests the gateway held for want of a ready endpoint since the previous observation."""
     in_flight: float = 0.0
+    waiting: float = 0.0
+    """Requests queued in the engines, not yet running: a backlog that new capacity must also drain."""
     attainment: float | None = None
     stale_reason: str = ""
 
@@ -150,20 +159,45 @@ def _cost(v: VariantState) -> float:
     return v.cost_per_gpu_hour_usd * v.gpus_per_replica
 
 
-def _predicted(cap: GpuCapacity, mix: Mapping[Bucket, float], rps: float) -> LatencyPoint | None:
-    """Profile latency for the mix's dominant bucket at this per-replica rate."""
-    if not mix:
+TAIL_SHARE = 0.1
+"""A bucket with at least this share of requests can set the pool's p90 latency on its own."""
+
+
+def _predicted(cap: GpuCapacity, mix: Mapping[Bucket, float], utilisation: float) -> LatencyPoint | None:
+    """The latency the profile expects of a replica loaded to `utilisation` of its SLO capacity for the
+    mix: every bucket's requests see the same busy engine, so each bucket is read at that share of its
+    own capacity, and the slowest bucket big enough to own the tail stands for the pool's percentile."""
+    tail = [b for b, s in mix.items() if s >= TAIL_SHARE] or list(mix)
+    points = [p for b in tail if (p := cap.bucket(b).predicted(utilisation * cap.bucket(b).max_rps)) is not None]
+    if not points:
         return None
-    dominant = max(mix, key=lambda b: mix[b])
-    return cap.bucket(dominant).predicted(rps)
+    return LatencyPoint(rps=points[0].rps, ttft_s=max(p.ttft_s for p in points), itl_s=max(p.itl_s for p in points))
 
 
-def _corrections(variants: Sequence[VariantState], obs: Observation, per_replica_rps: float) -> dict[str, float]:
+def _mix_capacity(cap: GpuCapacity, mix: Mapping[Bucket, float]) -> float:
+    """Requests/s of this mix one replica serves within the SLO (0: some bucket cannot be served)."""
+    load = 0.0
+    for b, s in mix.items():
+        c = cap.bucket(b).max_rps
+        if s > 0 and c <= 0:
+            return 0.0
+        load += s / c if s > 0 else 0.0
+    return 1 / load if load > 0 else 0.0
+
+
+def _corrections(variants: Sequence[VariantState], obs: Observation) -> dict[str, float]:
+    """Observed/predicted latency per variant. The gateway spreads load by queue depth, so each
+    variant's replicas carry about the same share of their own capacity: the pool's rate over the
+    ready fleet's SLO capacity. Its prediction is read at that utilisation (not at a rate per replica
+    averaged over unlike GPUs, which would flatter the big ones and blame the small)."""
+    caps = {v.name: _mix_capacity(v.capacity, obs.mix) if v.capacity is not None else 0.0 for v in variants}
+    fleet = sum(v.ready * caps[v.name] for v in variants)
+    utilisation = obs.rps / fleet if fleet > 0 else 0.0
     out: dict[str, float] = {}
     for v in variants:
         c = 1.0
-        if v.capacity is not None and v.ready > 0 and obs.mix:
-            p = _predicted(v.capacity, obs.mix, per_replica_rps)
+        if v.capacity is not None and v.ready > 0 and obs.mix and caps[v.name] > 0:
+            p = _predicted(v.capacity, obs.mix, utilisation)
             if p is not None:
                 c = max(correction(v.observed_itl_s, p.itl_s), correction(v.observed_ttft_s, p.ttft_s))
         out[v.name] = round(c, 4)
@@ -177,6 +211,9 @@ def _window_max(recs: list[tuple[float, int]], now: float, window_s: float, valu
     return recs
 
 
+_CONSTANT = Constant()
+
+
 def decide(
     spec: Autoscaling,
     variants: Sequence[VariantState],
@@ -185,6 +222,7 @@ def decide(
     *,
     headroom: float = 1.0,
     gpu_budget: int | None = None,
+    forecaster: Forecaster = _CONSTANT,
 ) -> tuple[Decision, PolicyState]:
     """One decision for one pool. `state` is not modified; the new state is returned."""
     now = obs.time
@@ -202,13 +240,14 @@ def decide(
     if stable > 0 and panic_rps >= PANIC_RATIO * stable:
         panic_until = now + stable_s
     in_panic = now < panic_until
-    demand = max(stable, panic_rps) if in_panic else stable
+    horizon_s = max((v.provisioning_s or 0.0 for v in variants), default=0.0)
+    forecast = forecaster.forecast(samples, horizon_s)
+    backlog_rps = obs.waiting / BACKLOG_DRAIN_S
+    demand = max(stable, panic_rps if in_panic else 0.0, forecast) + backlog_rps
     active = obs.rps > 0 or obs.held_requests > 0 or obs.in_flight > 0
     last_active = now if active else state.last_active
 
-    ready_total = sum(v.ready for v in variants)
-    per_replica = obs.rps / ready_total if ready_total else 0.0
-    corr = _corrections(variants, obs, per_replica)
+    corr = _corrections(variants, obs)
 
     blocked = {k: b for k, b in state.blocked_until.items() if b[0] > now}
     notes: list[str] = []
@@ -314,14 +353,20 @@ def decide(
             "panicRps": round(panic_rps, 4),
             "heldRequests": obs.held_requests,
             "inFlight": obs.in_flight,
+            "waiting": obs.waiting,
             "mix": {f"{b[0]}x{b[1]}": round(s, 4) for b, s in obs.mix.items()},
             "sloAttainment": obs.attainment,
             "replicas": current,
             "ready": {v.name: v.ready for v in variants},
             "pending": {v.name: v.pending for v in variants},
+            "provisioningSeconds": {v.name: v.provisioning_s for v in variants if v.provisioning_s is not None},
         },
         terms={
             "demandRps": round(demand, 4),
+            "forecastRps": round(forecast, 4),
+            "backlogRps": round(backlog_rps, 4),
+            "forecaster": forecaster.name,
+            "horizonSeconds": round(horizon_s, 1),
             "panic": in_panic,
             "headroom": headroom,
             "capacityRpsPerReplica": {o.name: _replica_rps(o, obs.mix) for o in options},

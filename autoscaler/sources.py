@@ -2,7 +2,9 @@
 
 Both sources answer the same question for one pool over the last interval: request rate, mean input and
 output tokens per request, TTFT and ITL histograms (whole pool and per variant), waiting and running
-requests, and requests the gateway held for want of a ready endpoint.
+requests, requests the gateway held for want of a ready endpoint, and the gateway's count of completed
+requests per (input, output) token bucket of the pool's model (the joint token mix; see
+headway.api.shape).
 
 - Prometheus (`--prometheus-url`): instant queries of `rate`/`increase` over the window. Engine and
   gateway series must carry `namespace`, `pool` and `variant` labels (relabelled from the pod at scrape
@@ -27,10 +29,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from headway.api.labels import (
     METRIC_GATEWAY_HELD,
     METRIC_GATEWAY_IN_FLIGHT,
+    METRIC_GATEWAY_REQUEST_SHAPE,
     PROMETHEUS_NAMESPACE_LABEL,
     PROMETHEUS_POOL_LABEL,
     PROMETHEUS_VARIANT_LABEL,
 )
+from headway.api.shape import INPUT_EDGES, OUTPUT_EDGES, representative
 from headway.autoscaler.errors import MetricsUnavailable
 from headway.autoscaler.slo import delta
 
@@ -42,8 +46,11 @@ ITL = "vllm:inter_token_latency_seconds_bucket"
 WAITING = "vllm:num_requests_waiting"
 RUNNING = "vllm:num_requests_running"
 HELD = METRIC_GATEWAY_HELD
+SHAPES = METRIC_GATEWAY_REQUEST_SHAPE
 
 Histogram = dict[float, float]
+Shape = tuple[str, str]
+"""(input_tokens_le, output_tokens_le) labels of the gateway's shape counter."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,8 @@ class PoolMetrics:
     running: float = 0.0
     held: float = 0.0
     gateway_in_flight: float = 0.0
+    shapes: dict[Shape, float] = field(default_factory=dict)
+    """Requests of the pool's model completed in the window, per token bucket (from the gateways)."""
 
 
 def _add(h: Histogram, le: float, v: float) -> None:
@@ -93,7 +102,7 @@ class PrometheusSource:
             raise MetricsUnavailable(f"prometheus at {self.url}: {body.get('error', 'query failed')}")
         return body["data"]["result"]
 
-    def read(self, namespace: str, pool: str, pods: Sequence[EnginePod]) -> PoolMetrics:
+    def read(self, namespace: str, pool: str, pods: Sequence[EnginePod], model: str = "") -> PoolMetrics:
         sel = f'{PROMETHEUS_NAMESPACE_LABEL}="{namespace}",{PROMETHEUS_POOL_LABEL}="{pool}"'
         w = f"{max(2, int(self.window_s))}s"
 
@@ -119,6 +128,12 @@ class PrometheusSource:
         m.running = scalar(f"sum({RUNNING}{{{sel}}})") or 0.0
         m.held = scalar(f"sum(increase({HELD}{{{sel}}}[{w}]))") or 0.0
         m.gateway_in_flight = scalar(f"sum({METRIC_GATEWAY_IN_FLIGHT}{{{sel}}})") or 0.0
+        if model:
+            by = "input_tokens_le, output_tokens_le"
+            for r in self._query(f'sum by ({by}) (increase({SHAPES}{{model="{model}"}}[{w}]))'):
+                v = float(r["value"][1])
+                if v > 0:
+                    m.shapes[(r["metric"]["input_tokens_le"], r["metric"]["output_tokens_le"])] = v
         return m
 
 
@@ -134,6 +149,8 @@ class _Scrape:
     running: float = 0.0
     held: float = 0.0
     in_flight: float = 0.0
+    shapes: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    """(model, input_tokens_le, output_tokens_le) → completed requests."""
 
 
 _SUMS = {
@@ -157,6 +174,9 @@ def parse_metrics(text: str) -> _Scrape:
                 setattr(s, field_name, getattr(s, field_name) + smp.value)
             elif hist := _HISTOGRAMS.get(smp.name):
                 _add(getattr(s, hist), float(smp.labels["le"]), smp.value)
+            elif smp.name == SHAPES:
+                key = (smp.labels["model"], smp.labels["input_tokens_le"], smp.labels["output_tokens_le"])
+                s.shapes[key] = s.shapes.get(key, 0.0) + smp.value
     return s
 
 
@@ -180,7 +200,7 @@ class DirectSource:
         self.clock = clock
         self._last: dict[str, tuple[float, _Scrape]] = {}
 
-    def read(self, namespace: str, pool: str, pods: Sequence[EnginePod]) -> PoolMetrics:
+    def read(self, namespace: str, pool: str, pods: Sequence[EnginePod], model: str = "") -> PoolMetrics:
         now = self.clock()
         m = PoolMetrics(window_s=0.0)
         windows: list[float] = []
@@ -218,6 +238,11 @@ class DirectSource:
             self._last[url] = (now, cur)
             m.held += _diff(cur.held, prev.held if prev else None) if prev_t is not None else 0.0
             m.gateway_in_flight += cur.in_flight
+            if prev is None:
+                continue
+            for (mod, i, o), v in cur.shapes.items():
+                if mod == model and (n := _diff(v, prev.shapes.get((mod, i, o), 0.0))) > 0:
+                    m.shapes[(i, o)] = m.shapes.get((i, o), 0.0) + n
         m.window_s = max(windows) if windows else 0.0
         if m.window_s > 0:
             m.rps = requests / m.window_s
@@ -227,10 +252,23 @@ class DirectSource:
 
 
 def mix_of(m: PoolMetrics, buckets: Sequence[tuple[int, int]]) -> Mapping[tuple[int, int], float]:
-    """The observed token mix as shares of profile buckets: the mean request's nearest bucket (engines
-    export only marginal length histograms, so the joint mix is not observable; the mean is)."""
-    if m.rps <= 0 or m.input_tokens <= 0 or m.output_tokens <= 0:
+    """The observed token mix as shares of profile buckets.
+
+    From the gateways' joint counts when they have any: each request bucket goes to its nearest profile
+    bucket on a log scale. Otherwise (no gateway configured, or none of this model's requests completed
+    in the window) the mean request's nearest bucket: engines export only marginal length histograms, so
+    the joint mix is not observable from them; the mean is."""
+    total = sum(m.shapes.values())
+    if total > 0 and buckets:
+        mix: dict[tuple[int, int], float] = {}
+        for (i_le, o_le), n in m.shapes.items():
+            b = _nearest(buckets, representative(i_le, INPUT_EDGES), representative(o_le, OUTPUT_EDGES))
+            mix[b] = mix.get(b, 0.0) + n / total
+        return mix
+    if m.rps <= 0 or m.input_tokens <= 0 or m.output_tokens <= 0 or not buckets:
         return {}
-    i, o = m.input_tokens, m.output_tokens
-    nearest = min(buckets, key=lambda b: abs(math.log(b[0] / i)) + abs(math.log(b[1] / o)))
-    return {nearest: 1.0}
+    return {_nearest(buckets, m.input_tokens, m.output_tokens): 1.0}
+
+
+def _nearest(buckets: Sequence[tuple[int, int]], i: float, o: float) -> tuple[int, int]:
+    return min(buckets, key=lambda b: abs(math.log(b[0] / max(i, 1.0))) + abs(math.log(b[1] / max(o, 1.0))))

@@ -17,7 +17,10 @@ Policies: headway (the autoscaler's own `decide`, over H100 + A100 + L4 variants
 KubeAI and an HPA on waiting requests (each on one GPU type, every type tried), AIBrix's GPU optimizer
 (Mélange's ILP over all three types, from the same offline profile, actuated through KPA), and static
 fleets sized for the trace's peak on each GPU type. Reported: SLO attainment (share of requests meeting TTFT and ITL),
-GPU-hours, cost, scale events. Writes bench/results/autoscaler-<date>.json and a PNG beside it.
+GPU-hours, cost, scale events. Then every policy is tuned to the SLO (anchors' targets swept toward
+more replicas, headway's and the GPU optimizer's headroom swept up) and the cheapest setting reaching
+the attainment target is kept: costs compared at equal attainment. Writes
+bench/results/autoscaler-<date>.json and a PNG beside it.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from __future__ import annotations
 import argparse
 import bisect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +45,7 @@ from bench.autoscaling_anchors.kubeai import KubeAi
 from bench.autoscaling_anchors.melange import Melange
 from headway.api.modelpool import Autoscaling
 from headway.autoscaler.capacity import Bucket, BucketCapacity, CapacityProfile, GpuCapacity, load_profile
+from headway.autoscaler.forecast import make_forecaster
 from headway.autoscaler.policy import Observation, PolicyState, VariantState, decide
 from headway.sim.profiles import PRESETS
 
@@ -177,7 +182,8 @@ def serve(
     Requests of a bucket go to the ready replicas that can serve it, in proportion to their SLO capacity
     (what a queue-depth-aware gateway converges to). A variant serves at most its saturated throughput
     (the profile's highest measured completion rate); the rest joins one FIFO queue, which drains into
-    spare throughput later. Queued requests miss the SLO, and so does every new request while a queue
+    spare throughput later. A replica's latency for each bucket is read at its utilisation of SLO
+    capacity over the whole mix it serves. Queued requests miss the SLO, and so does every new request while a queue
     remains; the queue holds at most `HOLD_S` of arrivals (the gateway's hold, then 503s).
     """
     ready = {g: fleet.ready(g, now) for g in fleet.replicas}
@@ -200,8 +206,12 @@ def serve(
             continue
         gpu = gpus[g]
         met_g = inv_sat = ttft = itl = conc = kv = 0.0
+        # every request on a replica sees the same busy engine: its utilisation of SLO capacity over the
+        # whole mix, at which each bucket's latency is read (a bucket alone at its own small rate would
+        # look idle however loaded the replica is)
+        util = sum(lam / r / gpu.slo_rps(b) for b, lam in loads[g].items() if gpu.slo_rps(b) > 0)
         for b, lam in loads[g].items():
-            att, sat, tt, il = gpu.at(b, lam / r)
+            att, sat, tt, il = gpu.at(b, util * gpu.slo_rps(b) if gpu.slo_rps(b) > 0 else lam / r)
             met_g += lam * att
             inv_sat += (lam / lam_g) / sat if sat > 0 else math.inf
             ttft, itl = max(ttft, tt), max(itl, il)
@@ -303,10 +313,11 @@ def run_anchor(
     return run
 
 
-def run_melange(trace: Trace, gpus: Mapping[str, Gpu], startup_s: float) -> Run:
-    """AIBrix's GPU optimizer over all GPU types at once, from the same offline profile as headway."""
+def run_melange(trace: Trace, gpus: Mapping[str, Gpu], startup_s: float, headroom: float = 1.0) -> Run:
+    """AIBrix's GPU optimizer over all GPU types at once, from the same offline profile as headway
+    (its throughputs divided by `headroom` when tuned to reach the SLO)."""
     names = list(gpus)
-    tput = {g: {b: gpus[g].bucket(b).max_rps for m in (CHAT, DOCS) for b in m} for g in names}
+    tput = {g: {b: gpus[g].bucket(b).max_rps / headroom for m in (CHAT, DOCS) for b in m} for g in names}
     policy = Melange({g: gpus[g].cost for g in names}, tput, MAX_REPLICAS)
     fleet = FleetState({g: (1 if g == names[-1] else 0) for g in names})
     run = Run(policy.name, "anchor", names)
@@ -350,6 +361,7 @@ def run_headway(
     interval_s: float,
     spec: Autoscaling,
     headroom: float,
+    forecaster: str = "constant",
 ) -> tuple[Run, list[dict[str, int]]]:
     names = list(gpus)
     fleet = FleetState({g: (1 if g == names[-1] else 0) for g in names})
@@ -383,10 +395,12 @@ def run_headway(
                     capacity=profile.for_variant(g, 1),
                     observed_ttft_s=ttft,
                     observed_itl_s=itl,
+                    provisioning_s=startup_s,
                 )
             )
-        obs = Observation(time=now, fresh=True, rps=observed, mix=trace.mix[i], in_flight=tick.active)
-        d, state = decide(spec, variants, obs, state, headroom=headroom)
+        waiting = fleet.queue + sum(fleet.ready(g, now) * w for g, (_, w, _, _) in tick.per_replica.items())
+        obs = Observation(time=now, fresh=True, rps=observed, mix=trace.mix[i], in_flight=tick.active, waiting=waiting)
+        d, state = decide(spec, variants, obs, state, headroom=headroom, forecaster=make_forecaster(forecaster))
         run.reasons[d.reason] = run.reasons.get(d.reason, 0) + 1
         decisions.append(d.desired)
         if d.changed:
@@ -395,6 +409,81 @@ def run_headway(
                 if n != fleet.replicas[g]:
                     fleet.set(g, n, now, startup_s)
     return run, decisions
+
+
+ANCHOR_TARGET_FACTORS = tuple(round(0.85**k, 4) for k in range(30))
+"""Anchor targets tried when tuning to the SLO: the default × 1, 0.85, 0.72, … 0.009 (more replicas)."""
+HEADROOMS = tuple(1 + 0.25 * k for k in range(13))
+"""Headroom tried for headway and the GPU optimizer when tuning to the SLO: 1, 1.25, … 4."""
+
+
+def cheapest_meeting(runs: Iterable[tuple[float, Run]], slo: float, *, stop_at_first: bool) -> tuple[float, Run] | None:
+    """The cheapest (knob, run) whose attainment meets the SLO; with `stop_at_first`, the knobs are in
+    order of growing capacity and the first that meets it is taken (attainment grows with capacity)."""
+    best: tuple[float, Run] | None = None
+    for knob, run in runs:
+        if run.met / run.total >= slo and (best is None or run.cost < best[1].cost):
+            best = (knob, run)
+            if stop_at_first:
+                break
+    return best
+
+
+def tuned_to_slo(
+    trace: Trace,
+    gpus: Mapping[str, Gpu],
+    profile: CapacityProfile,
+    args: argparse.Namespace,
+    spec: Autoscaling,
+) -> dict[str, Any]:
+    """Every policy given its best chance at the SLO: each anchor's target (and the GPU optimizer's
+    headroom) swept toward more replicas, headway's headroom swept up, and the cheapest setting that
+    reaches the attainment target kept. A cost compared at equal attainment, not against a policy that
+    is cheaper because it misses the SLO."""
+    slo = profile.slo.attainment
+    out: dict[str, Any] = {}
+    for make in (Kpa, Apa, KubeAi, Hpa):
+        default = make().target
+        for g in GPUS:
+            runs = (
+                (
+                    f,
+                    run_anchor(
+                        partial(make, target=default * f), g, trace, {g: gpus[g]}, args.startup_s, args.interval_s
+                    ),
+                )
+                for f in ANCHOR_TARGET_FACTORS
+            )
+            found = cheapest_meeting(runs, slo, stop_at_first=False)
+            out[f"{make.name}-{g}"] = _tuned("target", default * found[0], found[1]) if found else None
+            print(f"tuned {make.name}-{g} to the SLO: {_said(out[f'{make.name}-{g}'])}", flush=True)
+    found = cheapest_meeting(
+        ((h, run_melange(trace, gpus, args.startup_s, h)) for h in HEADROOMS), slo, stop_at_first=True
+    )
+    out["aibrix-gpu-optimizer"] = _tuned("headroom", found[0], found[1]) if found else None
+    print(f"tuned aibrix-gpu-optimizer to the SLO: {_said(out['aibrix-gpu-optimizer'])}", flush=True)
+    found = cheapest_meeting(
+        (
+            (h, run_headway(trace, gpus, profile, args.startup_s, args.interval_s, spec, h, args.forecaster)[0])
+            for h in HEADROOMS
+        ),
+        slo,
+        stop_at_first=True,
+    )
+    out["headway"] = _tuned("headroom", found[0], found[1]) if found else None
+    print(f"tuned headway to the SLO: {_said(out['headway'])}", flush=True)
+    return out
+
+
+def _said(tuned: dict[str, Any] | None) -> str:
+    if tuned is None:
+        return "no setting tried reaches it"
+    knob = "target" if "target" in tuned else "headroom"
+    return f"{knob} {tuned[knob]:g}, attainment {tuned['slo_attainment']:.4f}, ${tuned['cost']:.2f}"
+
+
+def _tuned(knob: str, value: float, run: Run) -> dict[str, Any]:
+    return {knob: round(value, 4), **{k: v for k, v in run.summary().items() if k != "decisions_by_reason"}}
 
 
 def plot(path: Path, runs: list[Run], best_anchor: Run) -> None:
@@ -434,6 +523,10 @@ def main() -> None:
     parser.add_argument("--interval-s", type=float, default=15.0, help="Decision interval of headway, KPA and APA.")
     parser.add_argument("--headroom", type=float, default=1.0, help="headway: capacity over demand.")
     parser.add_argument("--a100-slowdown", type=float, default=1.15)
+    parser.add_argument("--forecaster", choices=("constant", "trend"), default="constant")
+    parser.add_argument(
+        "--no-tuning", action="store_true", help="Skip tuning every policy to the SLO (the equal-attainment cost)."
+    )
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args()
     profile = load_profile(args.profile)
@@ -449,7 +542,9 @@ def main() -> None:
     }
     trace = make_trace(args.hours, args.tick_s)
     spec = Autoscaling(enabled=True, scale_down_window_seconds=300, panic_window_seconds=30, max_scale_up_step=8)
-    head, decisions = run_headway(trace, gpus, profile, args.startup_s, args.interval_s, spec, args.headroom)
+    head, decisions = run_headway(
+        trace, gpus, profile, args.startup_s, args.interval_s, spec, args.headroom, args.forecaster
+    )
     runs = [head]
     for make in (Kpa, Apa, KubeAi, Hpa):
         for g in GPUS:
@@ -485,16 +580,34 @@ def main() -> None:
         and h["cost"] <= 0.75 * best.cost
         and all(h["scale_events"] < r.scale_events for r in kpa),
     }
-    replay, _ = run_headway(trace, gpus, profile, args.startup_s, args.interval_s, spec, args.headroom)
+    replay, _ = run_headway(trace, gpus, profile, args.startup_s, args.interval_s, spec, args.headroom, args.forecaster)
+    if not args.no_tuning:
+        tuned = tuned_to_slo(trace, gpus, profile, args, spec)
+        anchors_at_slo = {k: v for k, v in tuned.items() if k != "headway" and v is not None}
+        best_name = min(anchors_at_slo, key=lambda k: anchors_at_slo[k]["cost"]) if anchors_at_slo else None
+        h_at = tuned["headway"]
+        comparison["at_equal_attainment"] = {
+            "rule": "each policy's cheapest setting reaching the attainment target (anchors: target swept "
+            "toward more replicas; headway and the GPU optimizer: headroom swept up)",
+            "best_anchor": best_name,
+            "best_anchor_cost": anchors_at_slo[best_name]["cost"] if best_name else None,
+            "headway_cost": h_at["cost"] if h_at else None,
+            "cost_vs_best_anchor": round(h_at["cost"] / anchors_at_slo[best_name]["cost"], 4)
+            if h_at and best_name
+            else None,
+            "meets_target": bool(h_at and best_name and h_at["cost"] <= 0.75 * anchors_at_slo[best_name]["cost"]),
+        }
     payload = {
         "trace": trace.describe(),
         "engine_model": f"capacity profile {args.profile.name} (sweeps of headway's simulator engine); "
         f"startup {args.startup_s:g} s; A100 {args.a100_slowdown:g}x slower than profiled",
         "slo": profile.slo.model_dump(),
+        "headway_settings": {"headroom": args.headroom, "forecaster": args.forecaster, "interval_s": args.interval_s},
         "policies": policies,
         "comparison": comparison,
         "deterministic_replay": replay.summary() == head.summary(),
         "decisions": len(decisions),
+        **({"tuned_to_slo": tuned} if not args.no_tuning else {}),
     }
     for name, p in policies.items():
         att, gpu_h, cost, events = p["slo_attainment"], p["gpu_hours"], p["cost"], p["scale_events"]

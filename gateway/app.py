@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from headway.api.modelpool import ScorerWeights
+from headway.api.shape import INPUT_EDGES, OUTPUT_EDGES, le_label
 from headway.gateway.auth import ApiKeys, Authenticator
 from headway.gateway.config import GatewayConfig
 from headway.gateway.endpoints import Endpoint, scrape_forever
@@ -35,7 +36,7 @@ from headway.gateway.errors import (
     UpstreamFailed,
 )
 from headway.gateway.metrics import GatewayMetrics
-from headway.gateway.openai import ChatFields, parse_routing_fields, prompt_texts
+from headway.gateway.openai import ChatFields, GeneratedTokens, parse_routing_fields, prompt_texts
 from headway.gateway.pools import PoolRoute, make_route, tokenizer_for
 from headway.gateway.routing.custom import Router, parse_router_specs
 from headway.gateway.routing.pipeline import STRATEGIES, Decision
@@ -295,6 +296,13 @@ class Gateway:
                 self.metrics.held.inc()
             await asyncio.sleep(0.1)
 
+    def _count_shape(self, rr: RoutingRequest, status: int, generated: GeneratedTokens) -> None:
+        out = generated.total() if status == 200 else None
+        if out is not None:
+            self.metrics.shapes.labels(
+                rr.model, le_label(len(rr.tokens), INPUT_EDGES), le_label(out, OUTPUT_EDGES)
+            ).inc()
+
     async def _read_shared(self, rr: RoutingRequest, route: PoolRoute) -> None:
         """Cached prefixes other replicas know of, read from Redis before scoring (skipped if it is down)."""
         assert self.shared is not None
@@ -379,10 +387,12 @@ class Gateway:
                 resp.headers["x-headway-endpoint"] = ep.id
                 resp.headers["x-headway-scores"] = json.dumps(decision.scores.get(ep.id, {}), separators=(",", ":"))
             await resp.prepare(request)
+            generated = GeneratedTokens(stream=stream, chat=request.path.endswith("/chat/completions"))
             try:
                 first = True
                 async for chunk in upstream.content.iter_any():
                     await resp.write(chunk)
+                    generated.feed(chunk)
                     if first:
                         self._speculate(rr, ep, router)
                         ep.prefill_backlog -= backlog
@@ -394,6 +404,8 @@ class Gateway:
                     await resp.write(b"data: " + err.body() + b"\n\ndata: [DONE]\n\n")
                 else:
                     raise
+            else:
+                self._count_shape(rr, upstream.status, generated)
             await resp.write_eof()
             return resp
         finally:

@@ -10,6 +10,7 @@ from headway.api.labels import (
     METRIC_GATEWAY_PICKS,
     METRIC_GATEWAY_PREDICTED_HIT_TOKENS,
     METRIC_GATEWAY_REQUEST_DURATION,
+    METRIC_GATEWAY_REQUEST_SHAPE,
     METRIC_GATEWAY_REQUESTS,
     METRIC_GATEWAY_RETRIES,
     METRIC_GATEWAY_ROUTING_DURATION,
@@ -56,4 +57,11 @@ class GatewayMetrics:
             registry=registry,
         )
         self.held = Counter(METRIC_GATEWAY_HELD, "Requests that waited for a ready endpoint.", registry=registry)
+        self.shapes = Counter(
+            METRIC_GATEWAY_REQUEST_SHAPE,
+            "Completed requests by model and token bucket (prompt, generated): the joint token mix the "
+            "autoscaler sizes pools for.",
+            ("model", "input_tokens_le", "output_tokens_le"),
+            registry=registry,
+        )
         self.in_flight = Gauge(METRIC_GATEWAY_IN_FLIGHT, "Requests in flight through this gateway.", registry=registry)

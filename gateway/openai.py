@@ -68,3 +68,65 @@ def _field_of(message: str) -> str | None:
     if "missing required field `" in message:
         return message.rsplit("missing required field `", 1)[1].split("`")[0]
     return None
+
+
+class _Usage(msgspec.Struct):
+    completion_tokens: int
+
+
+class _WithUsage(msgspec.Struct):
+    usage: _Usage | None = None
+
+
+_USAGE = msgspec.json.Decoder(_WithUsage)
+_FRAME = b"data: {"
+_MAX_BODY = 4 << 20
+_TAIL = 16 << 10
+
+
+class GeneratedTokens:
+    """How many tokens the engine generated, read off the response bytes as they are relayed.
+
+    A whole response carries `usage.completion_tokens`. A stream carries it only when the client asked
+    (`stream_options.include_usage`), in its last frame; otherwise every frame is one token, as vLLM
+    streams them (less the first chat frame, which holds only the assistant role). Only the count of
+    frame starts and a short tail are kept, never the whole stream.
+    """
+
+    def __init__(self, *, stream: bool, chat: bool) -> None:
+        self.stream, self.chat = stream, chat
+        self.frames = 0
+        self._buf = bytearray()
+        self._overflow = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self.stream:
+            # a frame start split across chunks is counted once: the tail kept from the previous chunk
+            # is shorter than the marker, so no whole marker is counted twice
+            self.frames += (bytes(self._buf[-(len(_FRAME) - 1) :]) + chunk).count(_FRAME)
+            self._buf += chunk
+            if len(self._buf) > _TAIL:
+                del self._buf[: len(self._buf) - _TAIL]
+        elif not self._overflow:
+            self._buf += chunk
+            if len(self._buf) > _MAX_BODY:
+                self._overflow, self._buf = True, bytearray()
+
+    def total(self) -> int | None:
+        """The count, or None when the response does not say (an oversized or undecodable body)."""
+        if not self.stream:
+            return self._usage(bytes(self._buf)) if not self._overflow else None
+        last = self._buf.rfind(_FRAME)
+        if last >= 0:
+            frame = bytes(self._buf[last + len(b"data: ") :]).split(b"\n", 1)[0]
+            if (n := self._usage(frame)) is not None:
+                return n
+        return max(0, self.frames - (1 if self.chat else 0))
+
+    @staticmethod
+    def _usage(body: bytes) -> int | None:
+        try:
+            usage = _USAGE.decode(body).usage
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        return usage.completion_tokens if usage is not None else None

@@ -29,6 +29,9 @@ from headway.operator.reconcile import InvalidSpec, PoolReconciler
 
 log = logging.getLogger(__name__)
 CHILD_LABELS = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, POOL_LABEL: kopf.PRESENT}
+# An unexpected error (a dropped connection, a timeout) is retried after this delay rather than kopf's
+# default minute: a pool should not wait a minute for its Deployments because one request failed.
+RETRY_BACKOFF_S = 5.0
 
 
 class _Refresher:
@@ -109,15 +112,15 @@ def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
         metrics.RECONCILES.labels(trigger, "ok").inc()
         return {"created": outcome.created, "updated": outcome.updated, "deleted": outcome.deleted}
 
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_S, registry=registry)
     async def on_create(body: kopf.Body, **_: Any) -> None:
         await reconcile(body, "create")
 
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_S, registry=registry)
     async def on_update(body: kopf.Body, **_: Any) -> None:
         await reconcile(body, "update")
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_S, registry=registry)
     async def on_resume(body: kopf.Body, **_: Any) -> None:
         await reconcile(body, "resume")
 
@@ -141,7 +144,13 @@ def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
                 await reconcile(body, "autoscaling")
 
     @kopf.timer(
-        GROUP, VERSION, PLURAL, interval=cfg.resync_interval_s, initial_delay=cfg.resync_interval_s, registry=registry
+        GROUP,
+        VERSION,
+        PLURAL,
+        backoff=RETRY_BACKOFF_S,
+        interval=cfg.resync_interval_s,
+        initial_delay=cfg.resync_interval_s,
+        registry=registry,
     )
     async def on_timer(body: kopf.Body, **_: Any) -> None:
         await reconcile(body, "timer")

@@ -29,15 +29,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(getattr(pytest.mark, rel.parts[0]))
 
 
-def eventually(check: Callable[[], T | None], *, timeout_s: float, what: str, interval_s: float = 0.1) -> T:
-    """Poll `check` until it returns something truthy; fail naming what was awaited and the last value."""
+def eventually(
+    check: Callable[[], T | None],
+    *,
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.1,
+    explain: Callable[[], str] | None = None,
+) -> T:
+    """Poll `check` until it returns something truthy; fail naming what was awaited and the last value,
+    plus what `explain` reports of the system at that moment (a timeout alone rarely says why)."""
     deadline, last = time.monotonic() + timeout_s, None
     while time.monotonic() < deadline:
         last = check()
         if last:
             return last
         time.sleep(interval_s)
-    raise AssertionError(f"{what}: not true after {timeout_s}s (last: {last!r})")
+    detail = f"\n{explain()}" if explain else ""
+    raise AssertionError(f"{what}: not true after {timeout_s}s (last: {last!r}){detail}")
 
 
 @pytest.fixture(scope="session")

@@ -209,6 +209,12 @@ def _stored(engine: EngineUnderTest) -> list[BlockStored]:
     return [ev for r in engine.events.received for ev in r.batch.events if isinstance(ev, BlockStored)]
 
 
+def _stored_starting(engine: EngineUnderTest, seen: int, tokens: list[int]) -> list[BlockStored]:
+    """New BlockStored events whose first block holds `tokens`: an earlier test's request may still be
+    publishing (events come in batches), so 'the next event' is not necessarily this request's."""
+    return [ev for ev in _stored(engine)[seen:] if ev.token_ids[: len(tokens)] == tokens]
+
+
 def test_kv_events_carry_whole_blocks_of_the_prompt_with_parent_chaining(engine: EngineUnderTest) -> None:
     tok = tokenizer()
     base = long_prompt("chain", 25)
@@ -217,7 +223,9 @@ def test_kv_events_carry_whole_blocks_of_the_prompt_with_parent_chaining(engine:
     c = client(engine)
     seen = len(_stored(engine))
     c.completions.create(model=SERVED, prompt=ids, max_tokens=1)
-    first = eventually(lambda: _stored(engine)[seen:], timeout_s=10, what="BlockStored for the first prompt")[0]
+    first = eventually(
+        lambda: _stored_starting(engine, seen, ids[:BLOCK_SIZE]), timeout_s=10, what="BlockStored for the first prompt"
+    )[0]
     n_full = len(ids) // BLOCK_SIZE
     assert len(first.block_hashes) == n_full and first.block_size == BLOCK_SIZE
     assert len(first.token_ids) == len(first.block_hashes) * BLOCK_SIZE
@@ -228,7 +236,10 @@ def test_kv_events_carry_whole_blocks_of_the_prompt_with_parent_chaining(engine:
     extended = ids[: n_full * BLOCK_SIZE] + tok.encode(long_prompt("more", 25)).ids
     seen = len(_stored(engine))
     c.completions.create(model=SERVED, prompt=extended[: MAX_MODEL_LEN - 8], max_tokens=1)
-    second = eventually(lambda: _stored(engine)[seen:], timeout_s=10, what="BlockStored for the extension")[0]
+    tail = extended[n_full * BLOCK_SIZE : (n_full + 1) * BLOCK_SIZE]
+    second = eventually(
+        lambda: _stored_starting(engine, seen, tail), timeout_s=10, what="BlockStored for the extension"
+    )[0]
     assert second.parent_block_hash == first.block_hashes[-1]
     assert second.token_ids[:BLOCK_SIZE] == extended[n_full * BLOCK_SIZE : (n_full + 1) * BLOCK_SIZE]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
@@ -65,3 +66,23 @@ def is_ready(pod: k8s.V1Pod) -> bool:
 def event_reasons(core: k8s.CoreV1Api, ns: str, pod: str) -> list[tuple[str, str]]:
     evs = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={pod}").items
     return [(e.reason, e.message or "") for e in evs]
+
+
+def namespace_report(core: k8s.CoreV1Api, ns: str, *logs: Path, tail_chars: int = 2500) -> str:
+    """What a person debugging a stuck wait would look at first: the namespace's Deployments, its pods
+    (phase, node, conditions), its newest events, and the tails of the given component logs."""
+    lines = [f"--- namespace {ns}"]
+    apps = k8s.AppsV1Api(core.api_client)
+    for d in apps.list_namespaced_deployment(ns).items:
+        st = d.status
+        lines.append(f"deployment {d.metadata.name}: spec {d.spec.replicas} ready {st.ready_replicas} of {st.replicas}")
+    for p in core.list_namespaced_pod(ns).items:
+        conds = ",".join(f"{c.type}={c.status}" for c in p.status.conditions or [])
+        deleting = " deleting" if p.metadata.deletion_timestamp else ""
+        lines.append(f"pod {p.metadata.name}: {p.status.phase} on {p.spec.node_name} [{conds}]{deleting}")
+    evs = sorted(core.list_namespaced_event(ns).items, key=lambda e: str(e.last_timestamp or e.event_time or ""))
+    lines += [f"event {e.involved_object.kind}/{e.involved_object.name} {e.reason}: {e.message}" for e in evs[-15:]]
+    for log in logs:
+        text = log.read_text(errors="replace") if log.exists() else "(no log)"
+        lines.append(f"--- {log.name} (tail)\n{text[-tail_chars:]}")
+    return "\n".join(lines)

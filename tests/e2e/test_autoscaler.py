@@ -27,6 +27,7 @@ from headway.devenv.controlplane import OperatorProcess, pool_manifest, service_
 from headway.devenv.services import PrometheusServer
 from headway.devenv.tinymodel import tiny_model_dir
 from tests.conftest import eventually
+from tests.e2e.kube import namespace_report
 
 GROUP, VERSION, PLURAL = "inference.headway.dev", "v1alpha1", "modelpools"
 H100, A100, L4 = "NVIDIA-H100-80GB-HBM3", "NVIDIA-A100-SXM4-80GB", "NVIDIA-L4"
@@ -110,6 +111,16 @@ def autoscaler(crd: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[Ca
     yield start
     for a in started:
         a.stop()
+
+
+@pytest.fixture
+def why(
+    core: k8s.CoreV1Api, namespace: str, operator: OperatorProcess, runner: Path, tmp_path: Path
+) -> Callable[[], str]:
+    """The namespace's objects and the logs of every component of the test, for a wait that timed out."""
+    return lambda: namespace_report(
+        core, namespace, operator.log, runner / "runner.log", *sorted(tmp_path.glob("*.log"))
+    )
 
 
 @pytest.fixture
@@ -224,6 +235,7 @@ def test_load_scales_the_pool_up_and_scale_down_waits_for_the_window(
     namespace: str,
     gateway: str,
     autoscaler: Callable[..., Autoscaler],
+    why: Callable[[], str],
 ) -> None:
     window_s = 20
     create_pool(
@@ -232,15 +244,29 @@ def test_load_scales_the_pool_up_and_scale_down_waits_for_the_window(
         [{"name": "l4", "gpuProduct": L4, "minReplicas": 1, "maxReplicas": 4, "costPerGpuHourUsd": 0.8}],
         scaleDownWindowSeconds=window_s,
     )
-    eventually(lambda: running(core, namespace).get("l4") == 1, timeout_s=90, what="one L4 replica running")
+    eventually(
+        lambda: running(core, namespace).get("l4") == 1, timeout_s=90, what="one L4 replica running", explain=why
+    )
     autoscaler()
-    eventually(lambda: desired(crd, namespace) == {"l4": 1}, timeout_s=30, what="a first recommendation")
+    eventually(lambda: desired(crd, namespace) == {"l4": 1}, timeout_s=30, what="a first recommendation", explain=why)
     with Load(gateway, rps=5.0) as load:
         # 5 req/s over 2 req/s per L4 replica with 10% headroom: 3 replicas
-        eventually(lambda: desired(crd, namespace).get("l4", 0) >= 3, timeout_s=60, what="recommendation up")
-        eventually(lambda: running(core, namespace).get("l4", 0) >= 3, timeout_s=90, what="new pods Running")
-        record = autoscaling(crd, namespace)["decision"]
+        eventually(
+            lambda: desired(crd, namespace).get("l4", 0) >= 3, timeout_s=60, what="recommendation up", explain=why
+        )
+        eventually(
+            lambda: running(core, namespace).get("l4", 0) >= 3, timeout_s=90, what="new pods Running", explain=why
+        )
+        auto = autoscaling(crd, namespace)
+        record = auto["decision"]
         assert record["inputs"]["requestsPerSecond"] > 2
+        # how long the L4 pods took to become Ready, by phase, from their own timestamps
+        prov = auto["provisioning"]["l4"]
+        assert prov["pods"] >= 1 and prov["totalSeconds"] > 0
+        assert prov["totalSeconds"] == pytest.approx(
+            prov["schedulingSeconds"] + prov["startingSeconds"] + prov["loadingSeconds"], abs=0.2
+        )
+        assert record["terms"]["horizonSeconds"] == pytest.approx(prov["totalSeconds"], abs=0.2)
         assert record["terms"]["capacityRpsPerReplica"]["l4"] == CAPACITY_RPS["L4"]
         assert any(e.reason in ("ScaleUp", "PanicScaleUp") for e in events(core, namespace))
         pool = custom(crd).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "tiny")
@@ -248,9 +274,9 @@ def test_load_scales_the_pool_up_and_scale_down_waits_for_the_window(
         peak = desired(crd, namespace)["l4"]
     stopped = time.monotonic()
     assert load.statuses.count(200) > 0.95 * len(load.statuses)
-    eventually(lambda: desired(crd, namespace).get("l4", peak) < peak, timeout_s=90, what="scale-down")
+    eventually(lambda: desired(crd, namespace).get("l4", peak) < peak, timeout_s=90, what="scale-down", explain=why)
     assert time.monotonic() - stopped >= window_s - 2  # not before the window (2 s of scrape lag allowed)
-    eventually(lambda: desired(crd, namespace) == {"l4": 1}, timeout_s=60, what="back to the minimum")
+    eventually(lambda: desired(crd, namespace) == {"l4": 1}, timeout_s=60, what="back to the minimum", explain=why)
     assert scaling_active(crd, namespace)["status"] == "True"
 
 
@@ -268,6 +294,7 @@ def test_a_load_ramp_breaks_the_slo_and_the_scaled_pool_meets_it_again(
     namespace: str,
     gateway: str,
     autoscaler: Callable[..., Autoscaler],
+    why: Callable[[], str],
 ) -> None:
     """Engines slow enough to queue (an L4 simulator at 0.15× speed running at most 2 sequences serves about
     2 req/s, as the test profile says): 5 req/s on one replica queues requests past the 1.5 s TTFT target
@@ -281,13 +308,15 @@ def test_a_load_ramp_breaks_the_slo_and_the_scaled_pool_meets_it_again(
         slo={"ttftSeconds": 1.5, "itlSeconds": 1.0, "attainment": 0.9},
         scaleDownWindowSeconds=300,
     )
-    eventually(lambda: running(core, namespace).get("l4") == 1, timeout_s=90, what="one L4 replica running")
+    eventually(
+        lambda: running(core, namespace).get("l4") == 1, timeout_s=90, what="one L4 replica running", explain=why
+    )
     autoscaler()
-    eventually(lambda: desired(crd, namespace) == {"l4": 1}, timeout_s=30, what="a first recommendation")
+    eventually(lambda: desired(crd, namespace) == {"l4": 1}, timeout_s=30, what="a first recommendation", explain=why)
     with Load(gateway, rps=5.0) as load:
-        eventually(lambda: slo_status(crd, namespace) == "Breached", timeout_s=60, what="the SLO breached")
-        eventually(lambda: running(core, namespace).get("l4", 0) >= 3, timeout_s=90, what="the pool grown")
-        eventually(lambda: slo_status(crd, namespace) == "Met", timeout_s=120, what="the SLO met again")
+        eventually(lambda: slo_status(crd, namespace) == "Breached", timeout_s=60, what="the SLO breached", explain=why)
+        eventually(lambda: running(core, namespace).get("l4", 0) >= 3, timeout_s=90, what="the pool grown", explain=why)
+        eventually(lambda: slo_status(crd, namespace) == "Met", timeout_s=120, what="the SLO met again", explain=why)
         inputs = autoscaling(crd, namespace)["decision"]["inputs"]
     assert load.statuses.count(200) > 0.95 * len(load.statuses)
     assert inputs["requestsPerSecond"] > 2
@@ -301,6 +330,7 @@ def test_the_chosen_mix_is_the_ilp_optimum_and_an_unschedulable_variant_falls_ba
     namespace: str,
     gateway: str,
     autoscaler: Callable[..., Autoscaler],
+    why: Callable[[], str],
 ) -> None:
     create_pool(
         crd,
@@ -312,13 +342,16 @@ def test_the_chosen_mix_is_the_ilp_optimum_and_an_unschedulable_variant_falls_ba
         scaleDownWindowSeconds=600,
         maxScaleUpStep=8,
     )
-    eventually(lambda: sum(running(core, namespace).values()) == 2, timeout_s=90, what="initial replicas running")
+    eventually(
+        lambda: sum(running(core, namespace).values()) == 2, timeout_s=90, what="initial replicas running", explain=why
+    )
     autoscaler()
     with Load(gateway, rps=12.0):
         rec = eventually(
             lambda: (d := autoscaling(crd, namespace).get("decision")) and d["inputs"]["requestsPerSecond"] > 10 and d,
             timeout_s=60,
             what="a decision under load",
+            explain=why,
         )
         demand = rec["terms"]["demandRps"] * HEADROOM
         # brute force over all integer mixes: the cheapest whose SLO capacity covers the demand (fewer
@@ -336,7 +369,7 @@ def test_the_chosen_mix_is_the_ilp_optimum_and_an_unschedulable_variant_falls_ba
     # Exhaust the L4s: a replica that needs 8 L4s fits no node (they have 4), so its pods stay Pending.
     namespace2 = namespace  # same namespace, a second pool would race the first for the gateway
     custom(crd).delete_namespaced_custom_object(GROUP, VERSION, namespace2, PLURAL, "tiny")
-    eventually(lambda: not running(core, namespace2), timeout_s=60, what="first pool gone")
+    eventually(lambda: not running(core, namespace2), timeout_s=60, what="first pool gone", explain=why)
     create_pool(
         crd,
         namespace2,
@@ -358,9 +391,12 @@ def test_the_chosen_mix_is_the_ilp_optimum_and_an_unschedulable_variant_falls_ba
             lambda: (d := autoscaling(crd, namespace2).get("decision")) and d["reason"] == "VariantUnschedulable" and d,
             timeout_s=90,
             what="fallback decision",
+            explain=why,
         )
         assert "l4 has Unschedulable pods" in rec["message"]
-        eventually(lambda: running(core, namespace2).get("a100", 0) >= 2, timeout_s=90, what="a100 grows instead")
+        eventually(
+            lambda: running(core, namespace2).get("a100", 0) >= 2, timeout_s=90, what="a100 grows instead", explain=why
+        )
     assert math.isfinite(rec["costPerHourUsd"])
 
 
@@ -374,6 +410,7 @@ def test_prometheus_down_holds_the_size_with_a_reason_and_resumes(
     autoscaler: Callable[..., Autoscaler],
     prometheus_factory: Callable[..., PrometheusServer],
     tmp_path: Path,
+    why: Callable[[], str],
 ) -> None:
     targets = tmp_path / "targets.json"
     targets.write_text("[]")
@@ -406,7 +443,9 @@ def test_prometheus_down_holds_the_size_with_a_reason_and_resumes(
         [{"name": "l4", "gpuProduct": L4, "minReplicas": 1, "maxReplicas": 4, "costPerGpuHourUsd": 0.8}],
         scaleDownWindowSeconds=600,
     )
-    eventually(lambda: running(core, namespace).get("l4") == 1, timeout_s=90, what="one L4 replica running")
+    eventually(
+        lambda: running(core, namespace).get("l4") == 1, timeout_s=90, what="one L4 replica running", explain=why
+    )
     publish_targets()
     discovery.start()
     autoscaler("--prometheus-url", prom.url)
@@ -422,7 +461,7 @@ def test_prometheus_down_holds_the_size_with_a_reason_and_resumes(
         time.sleep(5)
         assert desired(crd, namespace) == {"l4": 1}, "scaled on stale metrics"
         prom.start()
-        eventually(lambda: desired(crd, namespace).get("l4", 0) >= 3, timeout_s=90, what="scaling resumed")
+        eventually(lambda: desired(crd, namespace).get("l4", 0) >= 3, timeout_s=90, what="scaling resumed", explain=why)
     discovery_stop.set()
     discovery.join(timeout=5)
     assert scaling_active(crd, namespace)["status"] == "True"
@@ -436,6 +475,7 @@ def test_a_pool_at_zero_scales_up_for_a_held_request_which_then_succeeds(
     namespace: str,
     gateway: str,
     autoscaler: Callable[..., Autoscaler],
+    why: Callable[[], str],
 ) -> None:
     create_pool(
         crd,
@@ -446,10 +486,10 @@ def test_a_pool_at_zero_scales_up_for_a_held_request_which_then_succeeds(
         scaleDownWindowSeconds=3,
     )
     autoscaler("--gateway-url", gateway)
-    eventually(lambda: desired(crd, namespace) == {"l4": 0}, timeout_s=60, what="idle pool at zero")
-    eventually(lambda: not running(core, namespace), timeout_s=60, what="no pods")
+    eventually(lambda: desired(crd, namespace) == {"l4": 0}, timeout_s=60, what="idle pool at zero", explain=why)
+    eventually(lambda: not running(core, namespace), timeout_s=60, what="no pods", explain=why)
     with Load(gateway, rps=0.2) as load:
-        eventually(lambda: load.statuses, timeout_s=60, what="the first request answered")
+        eventually(lambda: load.statuses, timeout_s=60, what="the first request answered", explain=why)
     assert load.statuses[0] == 200, load.statuses
     assert any(e.reason == "ScaleFromZero" for e in events(core, namespace))
 
@@ -461,6 +501,7 @@ def test_only_the_lease_holder_decides_and_a_successor_takes_over(
     core: k8s.CoreV1Api,
     namespace: str,
     autoscaler: Callable[..., Autoscaler],
+    why: Callable[[], str],
 ) -> None:
     create_pool(
         crd,
@@ -469,18 +510,20 @@ def test_only_the_lease_holder_decides_and_a_successor_takes_over(
         scaleDownWindowSeconds=600,
     )
     first = autoscaler("--identity", f"{namespace}-a")
-    eventually(lambda: autoscaling(crd, namespace).get("decision"), timeout_s=60, what="a decision")
+    eventually(lambda: autoscaling(crd, namespace).get("decision"), timeout_s=60, what="a decision", explain=why)
     second = autoscaler("--identity", f"{namespace}-b")
     coord = k8s.CoordinationV1Api(crd.api_client())
 
     def holder() -> str:
         return coord.read_namespaced_lease("headway-autoscaler", "headway-system").spec.holder_identity or ""
 
-    eventually(lambda: holder() == f"{namespace}-a", timeout_s=10, what="the first autoscaler holds the Lease")
+    eventually(
+        lambda: holder() == f"{namespace}-a", timeout_s=10, what="the first autoscaler holds the Lease", explain=why
+    )
     time.sleep(3)
     assert f"pool {namespace}/tiny" not in second.log.read_text(), "the standby decided"
     first.stop()
-    eventually(lambda: holder() == f"{namespace}-b", timeout_s=15, what="the standby takes the Lease")
+    eventually(lambda: holder() == f"{namespace}-b", timeout_s=15, what="the standby takes the Lease", explain=why)
     before = autoscaling(crd, namespace)["decision"]["time"]
     eventually(
         lambda: autoscaling(crd, namespace)["decision"]["time"] != before, timeout_s=15, what="the successor decides"

@@ -136,6 +136,40 @@ def test_bad_requests_get_openai_errors(fleet: Fleet, body: bytes, status: int, 
     assert out["error"]["code"] == status and out["error"]["param"] == param and out["error"]["message"]
 
 
+def test_the_gateway_counts_each_requests_shape_for_the_autoscaler(fleet: Fleet) -> None:
+    """Prompt tokens from the gateway's tokenizer, generated tokens from the response (usage, or one
+    stream frame per token), counted in power-of-two buckets per model."""
+    long_prompt = "the pool routes by prefix " * 22  # 200 tokens of the tiny model: in the 256 bucket
+    cases = [
+        ("/v1/completions", {"prompt": "hi", "max_tokens": 40}, "64"),
+        ("/v1/completions", {"prompt": long_prompt, "max_tokens": 9, "stream": True}, "16"),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 17, "stream": True},
+            "32",
+        ),
+        (
+            "/v1/completions",
+            {"prompt": "hi", "max_tokens": 100, "stream": True, "stream_options": {"include_usage": True}},
+            "128",
+        ),
+    ]
+    for path, body, _ in cases:
+        req = urllib.request.Request(
+            f"{fleet.gateway}{path}",
+            json.dumps({"model": "tiny", "ignore_eos": True, **body}).encode(),
+            {"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 200
+            r.read()
+    name = "headway_gateway_request_shapes_total"
+    assert metric_value(fleet.gateway, name, model="tiny", input_tokens_le="64", output_tokens_le="64") == 1
+    assert metric_value(fleet.gateway, name, model="tiny", input_tokens_le="256", output_tokens_le="16") == 1
+    assert metric_value(fleet.gateway, name, model="tiny", output_tokens_le="32") == 1
+    assert metric_value(fleet.gateway, name, model="tiny", input_tokens_le="64", output_tokens_le="128") == 1
+
+
 def test_killed_engine_costs_no_failed_non_streaming_request(fleet: Fleet) -> None:
     time.sleep(1.0)
     procs.stop(fleet.pids[0], grace_s=0.01)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from headway.autoscaler.sources import PoolMetrics, mix_of, parse_metrics
@@ -23,6 +24,23 @@ def test_the_observed_mix_is_the_mean_requests_nearest_profile_bucket() -> None:
     m = PoolMetrics(window_s=10, rps=2.0, input_tokens=900.0, output_tokens=70.0)
     assert mix_of(m, [(256, 64), (1024, 64), (1024, 256)]) == {(1024, 64): 1.0}
     assert mix_of(PoolMetrics(window_s=10), [(256, 64)]) == {}
+
+
+def test_the_mix_comes_from_the_gateways_joint_counts_not_the_mean() -> None:
+    """Half chat (short prompt, long answer), half documents (long prompt, short answer): the mean request
+    (about 2,200 in, 140 out) matches neither profile bucket; the gateway's joint counts give both."""
+    reg = CollectorRegistry()
+    gw = GatewayMetrics(reg)
+    for i_le, o_le, n in (("256", "256", 30), ("4096", "64", 28), ("4096", "128", 2)):
+        gw.shapes.labels("tiny", i_le, o_le).inc(n)
+    gw.shapes.labels("other-model", "64", "16").inc(100)
+    s = parse_metrics(generate_latest(reg).decode())
+    m = PoolMetrics(window_s=10, rps=6.0, input_tokens=2200.0, output_tokens=140.0)
+    m.shapes = {(i, o): n for (model, i, o), n in s.shapes.items() if model == "tiny"}
+    buckets = [(256, 256), (1024, 256), (4096, 64), (1024, 64)]
+    assert mix_of(m, buckets) == pytest.approx({(256, 256): 0.5, (4096, 64): 0.5})
+    m.shapes = {}
+    assert mix_of(m, buckets) == {(1024, 256): 1.0}
 
 
 def test_engine_histograms_and_counters_are_read_under_vllms_names() -> None:

@@ -10,9 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from headway.api.modelpool import ScorerWeights
+from headway.api.shape import INPUT_EDGES, le_label, representative
 from headway.gateway.endpoints import Endpoint, parse_engine_metrics
 from headway.gateway.errors import InvalidRequest
-from headway.gateway.openai import parse_routing_fields
+from headway.gateway.openai import GeneratedTokens, parse_routing_fields
 from headway.gateway.routing.pipeline import STRATEGIES, build_pipeline
 from headway.gateway.routing.plugins import (
     InFlightScorer,
@@ -131,3 +132,52 @@ def test_prefill_backlog_prices_the_cache_hit_against_the_work_queued_ahead() ->
     holder.prefill_backlog = 500  # the holder is busy prefilling others: its hit no longer saves time
     scores = backlog.score(req, [holder, idle])
     assert scores[idle.id] == 1.0 and scores[holder.id] < 0.35
+
+
+def _sse(*frames: str) -> bytes:
+    return b"".join(f"data: {f}\n\n".encode() for f in (*frames, "[DONE]"))
+
+
+@given(st.integers(min_value=1, max_value=64), st.integers(min_value=0, max_value=40), st.booleans())
+def test_generated_tokens_of_a_stream_survive_any_chunking(cut: int, n: int, chat: bool) -> None:
+    """One frame per token (plus the role frame of a chat), however the bytes are split."""
+    frames = ['{"choices":[{"delta":{"role":"assistant","content":""}}]}'] if chat else []
+    frames += [f'{{"choices":[{{"text":"t{i}","finish_reason":null}}]}}' for i in range(n)]
+    raw = _sse(*frames)
+    g = GeneratedTokens(stream=True, chat=chat)
+    for i in range(0, len(raw), cut):
+        g.feed(raw[i : i + cut])
+    assert g.total() == n
+
+
+def test_generated_tokens_prefer_the_usage_the_response_reports() -> None:
+    usage = '{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":37,"total_tokens":46}}'
+    g = GeneratedTokens(stream=True, chat=False)
+    g.feed(_sse('{"choices":[{"text":"a"}]}', usage))
+    assert g.total() == 37
+    whole = GeneratedTokens(stream=False, chat=True)
+    whole.feed(b'{"id":"x","choices":[{"message":{"content":"hi"}}],')
+    whole.feed(b'"usage":{"prompt_tokens":3,"completion_tokens":12,"total_tokens":15}}')
+    assert whole.total() == 12
+
+
+def test_generated_tokens_are_unknown_for_an_unreadable_or_oversized_body() -> None:
+    g = GeneratedTokens(stream=False, chat=False)
+    g.feed(b"not json")
+    assert g.total() is None
+    big = GeneratedTokens(stream=False, chat=False)
+    for _ in range(5):
+        big.feed(b" " * (1 << 20))
+    big.feed(b'{"usage":{"completion_tokens":1}}')
+    assert big.total() is None
+
+
+@pytest.mark.parametrize(
+    ("tokens", "edges", "label"),
+    [(1, INPUT_EDGES, "64"), (64, INPUT_EDGES, "64"), (65, INPUT_EDGES, "128"), (10**6, INPUT_EDGES, "+Inf")],
+)
+def test_shape_labels_are_the_upper_edge_of_a_power_of_two_bucket(
+    tokens: int, edges: tuple[int, ...], label: str
+) -> None:
+    assert le_label(tokens, edges) == label
+    assert le_label(round(representative(label, edges)), edges) == label
