@@ -5,18 +5,19 @@ per variant and a record of why:
 
 1. Stale or missing metrics hold the current size (`MetricsStale`): acting on no data is how fleets
    collapse.
-2. Demand is max(stable-window mean, panic-window mean in panic, forecast): a step in load counts
-   within one tick, a dip does not. The stable window is `STABLE_WINDOWS_PER_PANIC` panic windows. Panic
-   is on while the panic mean is ≥ 2× the stable mean, and for one stable window after; no variant
-   shrinks in panic. The forecast (`headway.autoscaler.forecast`) looks one provisioning time ahead:
-   the longest time the variants' recent pods took from creation to Ready.
+2. Demand is max(stable-window mean, panic-window mean, forecast), plus the engines' queued requests
+   drained over `BACKLOG_DRAIN_S`: a step in load counts within one tick, a dip does not. The stable
+   window is `STABLE_WINDOWS_PER_PANIC` panic windows. Panic is on while the panic mean is ≥ 2× the
+   stable mean, and for one stable window after; no variant shrinks in panic. The forecast
+   (`headway.autoscaler.forecast`) looks one provisioning time ahead: the longest time the variants'
+   recent pods took from creation to Ready.
 3. The min-cost mix (`solver.solve`) over the variants' profiled capacity, each divided by its online
    correction (observed/predicted latency, clamped). A variant with Pending pods may not grow (never
    stack scale-ups on pods that have not started); one with Unschedulable pods is capped at its ready
    count for `BLOCK_S`, so the solver moves the demand to the next-cheapest variant.
 4. Growth is immediate, at most `maxScaleUpStep` replicas per variant per decision, and happens only
    when the replicas asked for (ready or starting) lack the capacity the demand needs, or when the
-   optimum costs `TOLERANCE` less than the fleet (a re-mix; the replaced replicas go by scale-down).
+   optimum costs `REMIX_SAVING` less than the fleet (a re-mix; the replaced replicas go by scale-down).
    A re-shuffle that saves less is not worth its cold starts. Shrinking needs the fleet over-provisioned
    by more than `TOLERANCE` for a whole `scaleDownWindowSeconds`, takes the largest recommendation of
    that window (a sliding maximum, as the HPA's stabilisation does), and restarts the window, so a slow
@@ -43,6 +44,8 @@ from headway.autoscaler.solver import VariantOption, solve
 STABLE_WINDOWS_PER_PANIC = 6
 PANIC_RATIO = 2.0
 TOLERANCE = 0.1
+REMIX_SAVING = 0.3
+"""A cheaper mix replaces a sufficient fleet only if it saves this share: each re-mix costs cold starts."""
 BACKLOG_DRAIN_S = 60.0
 """A backlog of queued requests is sized to drain within this time, on top of the arrival rate."""
 BLOCK_S = 300.0
@@ -243,7 +246,7 @@ def decide(
     horizon_s = max((v.provisioning_s or 0.0 for v in variants), default=0.0)
     forecast = forecaster.forecast(samples, horizon_s)
     backlog_rps = obs.waiting / BACKLOG_DRAIN_S
-    demand = max(stable, panic_rps if in_panic else 0.0, forecast) + backlog_rps
+    demand = max(stable, panic_rps, forecast) + backlog_rps
     active = obs.rps > 0 or obs.held_requests > 0 or obs.in_flight > 0
     last_active = now if active else state.last_active
 
@@ -288,7 +291,7 @@ def decide(
     need = demand * headroom
     short = need > capacity if obs.mix else False
     current_cost = sum(_cost(v) * current[v.name] for v in variants)
-    cheaper = mix.unserved_rps == 0 and mix.cost_per_hour_usd < (1 - TOLERANCE) * current_cost
+    cheaper = mix.unserved_rps == 0 and mix.cost_per_hour_usd < (1 - REMIX_SAVING) * current_cost
     over = not short and (need < (1 - TOLERANCE) * capacity or cheaper or not obs.mix)
     over_since = (state.over_since if state.over_since is not None else now) if over else None
     if total == 0:

@@ -126,11 +126,13 @@ class PrometheusSource:
                 _add(per_variant.setdefault(r["metric"].get(PROMETHEUS_VARIANT_LABEL, ""), {}), le, v)
         m.waiting = scalar(f"sum({WAITING}{{{sel}}})") or 0.0
         m.running = scalar(f"sum({RUNNING}{{{sel}}})") or 0.0
-        m.held = scalar(f"sum(increase({HELD}{{{sel}}}[{w}]))") or 0.0
-        m.gateway_in_flight = scalar(f"sum({METRIC_GATEWAY_IN_FLIGHT}{{{sel}}})") or 0.0
+        # the gateway's series are per model (a gateway serves every pool), the engines' per pool
+        gw_sel = f'model="{model}"' if model else sel
+        m.held = scalar(f"sum(increase({HELD}{{{gw_sel}}}[{w}]))") or 0.0
+        m.gateway_in_flight = scalar(f"sum({METRIC_GATEWAY_IN_FLIGHT}{{{gw_sel}}})") or 0.0
         if model:
             by = "input_tokens_le, output_tokens_le"
-            for r in self._query(f'sum by ({by}) (increase({SHAPES}{{model="{model}"}}[{w}]))'):
+            for r in self._query(f"sum by ({by}) (increase({SHAPES}{{{gw_sel}}}[{w}]))"):
                 v = float(r["value"][1])
                 if v > 0:
                     m.shapes[(r["metric"]["input_tokens_le"], r["metric"]["output_tokens_le"])] = v
@@ -149,6 +151,8 @@ class _Scrape:
     running: float = 0.0
     held: float = 0.0
     in_flight: float = 0.0
+    held_by_model: dict[str, float] = field(default_factory=dict)
+    in_flight_by_model: dict[str, float] = field(default_factory=dict)
     shapes: dict[tuple[str, str, str], float] = field(default_factory=dict)
     """(model, input_tokens_le, output_tokens_le) → completed requests."""
 
@@ -159,8 +163,6 @@ _SUMS = {
     GENERATION_TOKENS: "generation",
     WAITING: "waiting",
     RUNNING: "running",
-    HELD: "held",
-    METRIC_GATEWAY_IN_FLIGHT: "in_flight",
 }
 _HISTOGRAMS = {TTFT: "ttft", ITL: "itl"}
 
@@ -174,6 +176,14 @@ def parse_metrics(text: str) -> _Scrape:
                 setattr(s, field_name, getattr(s, field_name) + smp.value)
             elif hist := _HISTOGRAMS.get(smp.name):
                 _add(getattr(s, hist), float(smp.labels["le"]), smp.value)
+            elif smp.name == METRIC_GATEWAY_IN_FLIGHT:
+                s.in_flight += smp.value
+                model = smp.labels.get("model", "")
+                s.in_flight_by_model[model] = s.in_flight_by_model.get(model, 0.0) + smp.value
+            elif smp.name == HELD:
+                s.held += smp.value
+                model = smp.labels.get("model", "")
+                s.held_by_model[model] = s.held_by_model.get(model, 0.0) + smp.value
             elif smp.name == SHAPES:
                 key = (smp.labels["model"], smp.labels["input_tokens_le"], smp.labels["output_tokens_le"])
                 s.shapes[key] = s.shapes.get(key, 0.0) + smp.value
@@ -234,10 +244,15 @@ class DirectSource:
                 cur = parse_metrics(_fetch(url, self.timeout_s))
             except (urllib.error.URLError, OSError, ValueError):
                 continue
-            prev_t, prev = self._last.get(url, (None, None))
-            self._last[url] = (now, cur)
-            m.held += _diff(cur.held, prev.held if prev else None) if prev_t is not None else 0.0
-            m.gateway_in_flight += cur.in_flight
+            # per pool: every pool reads the same gateway, and each differences against its own last read
+            key = f"{url}#{namespace}/{pool}"
+            prev_t, prev = self._last.get(key, (None, None))
+            self._last[key] = (now, cur)
+            if prev is not None:  # a pool counts only requests held for its own model (all, if unnamed)
+                now_held = cur.held_by_model.get(model, 0.0) if model else cur.held
+                before = prev.held_by_model.get(model, 0.0) if model else prev.held
+                m.held += _diff(now_held, before)
+            m.gateway_in_flight += cur.in_flight_by_model.get(model, 0.0) if model else cur.in_flight
             if prev is None:
                 continue
             for (mod, i, o), v in cur.shapes.items():

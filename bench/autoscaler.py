@@ -47,6 +47,7 @@ from headway.api.modelpool import Autoscaling
 from headway.autoscaler.capacity import Bucket, BucketCapacity, CapacityProfile, GpuCapacity, load_profile
 from headway.autoscaler.forecast import make_forecaster
 from headway.autoscaler.policy import Observation, PolicyState, VariantState, decide
+from headway.autoscaler.solver import VariantOption, solve
 from headway.sim.profiles import PRESETS
 
 DEFAULT_PROFILE = Path(__file__).parent / "profiles" / "llama-3-8b-sim.json"
@@ -486,6 +487,21 @@ def _tuned(knob: str, value: float, run: Run) -> dict[str, Any]:
     return {knob: round(value, 4), **{k: v for k, v in run.summary().items() if k != "decisions_by_reason"}}
 
 
+def clairvoyant_cost(trace: Trace, gpus: Mapping[str, Gpu], names: Iterable[str], minute_s: float = 60.0) -> float:
+    """A lower bound no policy reaches: each minute served by the min-cost mix of `names` for that minute's
+    peak rate, known in advance, with no start-up time."""
+    names = list(names)
+    per = max(1, int(minute_s / trace.tick_s))
+    cost = 0.0
+    for i in range(0, len(trace.rps), per):
+        mix, peak = trace.mix[i], float(trace.rps[i : i + per].max())
+        options = [
+            VariantOption(g, gpus[g].cost, 1, 0, MAX_REPLICAS, {b: gpus[g].slo_rps(b) for b in mix}) for g in names
+        ]
+        cost += solve(options, {b: peak * s for b, s in mix.items()}).cost_per_hour_usd * per * trace.tick_s / 3600
+    return round(cost, 2)
+
+
 def plot(path: Path, runs: list[Run], best_anchor: Run) -> None:
     import matplotlib
 
@@ -607,6 +623,11 @@ def main() -> None:
         "comparison": comparison,
         "deterministic_replay": replay.summary() == head.summary(),
         "decisions": len(decisions),
+        "clairvoyant_cost": {
+            "rule": "each minute's peak rate known in advance, served at once by the min-cost mix",
+            "all_gpus": clairvoyant_cost(trace, gpus, GPUS),
+            "h100_only": clairvoyant_cost(trace, gpus, ["H100"]),
+        },
         **({"tuned_to_slo": tuned} if not args.no_tuning else {}),
     }
     for name, p in policies.items():

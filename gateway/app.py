@@ -293,7 +293,7 @@ class Gateway:
                 raise NoReadyEndpoint(f"{reason} for model {rr.model} after waiting {self.cfg.hold_s:.0f}s")
             if not held:
                 held = True
-                self.metrics.held.inc()
+                self.metrics.held.labels(rr.model).inc()
             await asyncio.sleep(0.1)
 
     def _count_shape(self, rr: RoutingRequest, status: int, generated: GeneratedTokens) -> None:
@@ -375,7 +375,7 @@ class Gateway:
             self.index.speculate(ep.id, self._keys_for(rr, ep), self.cfg.pending_ttl_s)
         ep.in_flight += 1
         self.in_flight += 1
-        self.metrics.in_flight.set(self.in_flight)
+        self.metrics.in_flight.labels(rr.model).inc()
         backlog = rr.uncached_tokens(ep.id)
         ep.prefill_backlog += backlog
         try:
@@ -413,4 +413,4 @@ class Gateway:
             ep.prefill_backlog -= backlog
             ep.in_flight -= 1
             self.in_flight -= 1
-            self.metrics.in_flight.set(self.in_flight)
+            self.metrics.in_flight.labels(rr.model).dec()

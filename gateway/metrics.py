@@ -56,7 +56,9 @@ class GatewayMetrics:
             "Prompt tokens the index predicted cached on the chosen endpoint.",
             registry=registry,
         )
-        self.held = Counter(METRIC_GATEWAY_HELD, "Requests that waited for a ready endpoint.", registry=registry)
+        self.held = Counter(
+            METRIC_GATEWAY_HELD, "Requests that waited for a ready endpoint, by model.", ("model",), registry=registry
+        )
         self.shapes = Counter(
             METRIC_GATEWAY_REQUEST_SHAPE,
             "Completed requests by model and token bucket (prompt, generated): the joint token mix the "
@@ -64,4 +66,9 @@ class GatewayMetrics:
             ("model", "input_tokens_le", "output_tokens_le"),
             registry=registry,
         )
-        self.in_flight = Gauge(METRIC_GATEWAY_IN_FLIGHT, "Requests in flight through this gateway.", registry=registry)
+        self.in_flight = Gauge(
+            METRIC_GATEWAY_IN_FLIGHT,
+            "Requests in flight through this gateway, by model.",
+            ("model",),
+            registry=registry,
+        )

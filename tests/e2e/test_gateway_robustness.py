@@ -94,7 +94,7 @@ def test_client_hanging_up_aborts_the_engine_request_and_frees_the_slot(single: 
         what="the engine aborted the request",
     )
     eventually(
-        lambda: metric_value(gw, "headway_gateway_in_flight_requests") == 0,
+        lambda: metric_value(gw, "headway_gateway_in_flight_requests", model="tiny") == 0,
         timeout_s=10,
         what="the gateway freed the in-flight slot",
     )

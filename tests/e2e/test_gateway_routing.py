@@ -236,4 +236,4 @@ def test_request_is_held_while_no_engine_is_up_and_served_when_one_returns(fleet
 
     assert asyncio.run(held_request()) == 200
     metrics = urllib.request.urlopen(f"{fleet.gateway}/metrics", timeout=5).read().decode()
-    assert "headway_gateway_held_requests_total 1.0" in metrics
+    assert 'headway_gateway_held_requests_total{model="tiny"} 1.0' in metrics

@@ -14,10 +14,12 @@ from headway.gateway.metrics import GatewayMetrics
 def test_the_gateway_page_gives_held_and_in_flight_requests() -> None:
     reg = CollectorRegistry()
     gw = GatewayMetrics(reg)
-    gw.held.inc(3)
-    gw.in_flight.set(2)
+    gw.held.labels("tiny").inc(3)
+    gw.held.labels("other").inc(1)
+    gw.in_flight.labels("tiny").set(2)
     s = parse_metrics(generate_latest(reg).decode())
-    assert s.held == 3 and s.in_flight == 2
+    assert s.held == 4 and s.held_by_model == {"tiny": 3, "other": 1}
+    assert s.in_flight == 2 and s.in_flight_by_model == {"tiny": 2}
 
 
 def test_the_observed_mix_is_the_mean_requests_nearest_profile_bucket() -> None:
@@ -61,3 +63,34 @@ def test_engine_histograms_and_counters_are_read_under_vllms_names() -> None:
     s = parse_metrics(text)
     assert s.requests == 7 and s.waiting == 4
     assert s.ttft == {0.5: 6, math.inf: 7}
+
+
+def test_each_pool_reads_its_own_models_held_requests_and_shapes_from_a_shared_gateway() -> None:
+    """Two pools scrape one gateway (a real HTTP /metrics): each differences against its own last read,
+    so pool A's scrape does not swallow pool B's increase, and each counts only its own model."""
+    from prometheus_client import start_http_server
+
+    from headway.autoscaler.sources import DirectSource
+    from headway.devenv import procs
+
+    reg = CollectorRegistry()
+    gw = GatewayMetrics(reg)
+    port = procs.free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=reg)
+    try:
+        source = DirectSource([f"http://127.0.0.1:{port}"])
+        for pool, model in (("a", "tiny"), ("b", "other")):
+            source.read("ns", pool, [], model)  # first read: the baseline
+        gw.held.labels("tiny").inc(2)
+        gw.held.labels("other").inc(5)
+        gw.shapes.labels("tiny", "256", "64").inc(4)
+        gw.in_flight.labels("other").set(3)
+        a = source.read("ns", "a", [], "tiny")
+        b = source.read("ns", "b", [], "other")
+        assert (a.held, b.held) == (2, 5)
+        assert a.shapes == {("256", "64"): 4} and b.shapes == {}
+        assert (a.gateway_in_flight, b.gateway_in_flight) == (0, 3)
+        assert source.read("ns", "a", [], "tiny").held == 0  # nothing new since its own last read
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
