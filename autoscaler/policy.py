@@ -177,14 +177,12 @@ def _predicted(cap: GpuCapacity, mix: Mapping[Bucket, float], utilisation: float
     return LatencyPoint(rps=points[0].rps, ttft_s=max(p.ttft_s for p in points), itl_s=max(p.itl_s for p in points))
 
 
-def _mix_capacity(cap: GpuCapacity, mix: Mapping[Bucket, float]) -> float:
-    """Requests/s of this mix one replica serves within the SLO (0: some bucket cannot be served)."""
-    load = 0.0
-    for b, s in mix.items():
-        c = cap.bucket(b).max_rps
-        if s > 0 and c <= 0:
-            return 0.0
-        load += s / c if s > 0 else 0.0
+def _mix_rps(capacity: Mapping[Bucket, float], mix: Mapping[Bucket, float]) -> float:
+    """Requests/s of this mix one replica serves within the SLO, given its capacity per bucket
+    (0: some bucket of the mix cannot be served)."""
+    if any(s > 0 and capacity.get(b, 0.0) <= 0 for b, s in mix.items()):
+        return 0.0
+    load = sum(s / capacity[b] for b, s in mix.items() if s > 0)
     return 1 / load if load > 0 else 0.0
 
 
@@ -193,7 +191,10 @@ def _corrections(variants: Sequence[VariantState], obs: Observation) -> dict[str
     variant's replicas carry about the same share of their own capacity: the pool's rate over the
     ready fleet's SLO capacity. Its prediction is read at that utilisation (not at a rate per replica
     averaged over unlike GPUs, which would flatter the big ones and blame the small)."""
-    caps = {v.name: _mix_capacity(v.capacity, obs.mix) if v.capacity is not None else 0.0 for v in variants}
+    caps = {
+        v.name: _mix_rps({b: v.capacity.bucket(b).max_rps for b in obs.mix}, obs.mix) if v.capacity else 0.0
+        for v in variants
+    }
     fleet = sum(v.ready * caps[v.name] for v in variants)
     utilisation = obs.rps / fleet if fleet > 0 else 0.0
     out: dict[str, float] = {}
@@ -393,9 +394,7 @@ def decide(
 
 
 def _replica_rps(o: VariantOption, mix: Mapping[Bucket, float]) -> float:
-    load = sum(s / o.capacity_rps[b] for b, s in mix.items() if s > 0 and o.capacity_rps.get(b, 0) > 0)
-    feasible = all(o.capacity_rps.get(b, 0) > 0 for b, s in mix.items() if s > 0)
-    return round(1 / load, 4) if load > 0 and feasible else 0.0
+    return round(_mix_rps(o.capacity_rps, mix), 4)
 
 
 def _fleet_rps(options: Sequence[VariantOption], mix: Mapping[Bucket, float], replicas: Mapping[str, int]) -> float:

@@ -218,6 +218,15 @@ def create_pool(
     custom(cluster).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, manifest)
 
 
+L4_UP_TO_FOUR = {"name": "l4", "gpuProduct": L4, "minReplicas": 1, "maxReplicas": 4, "costPerGpuHourUsd": 0.8}
+
+
+def start_l4_pool(cluster: LocalCluster, core: k8s.CoreV1Api, ns: str, why: Callable[[], str], **pool: Any) -> None:
+    """The pool most tests start from: one L4 variant (1 to 4 replicas), its first replica Running."""
+    create_pool(cluster, ns, [L4_UP_TO_FOUR], **pool)
+    eventually(lambda: running(core, ns).get("l4") == 1, timeout_s=90, what="one L4 replica running", explain=why)
+
+
 def scaling_active(cluster: LocalCluster, ns: str) -> dict[str, Any] | None:
     conds = autoscaling(cluster, ns).get("conditions") or []
     return next((c for c in conds if c["type"] == CONDITION_SCALING_ACTIVE), None)
@@ -238,15 +247,7 @@ def test_load_scales_the_pool_up_and_scale_down_waits_for_the_window(
     why: Callable[[], str],
 ) -> None:
     window_s = 20
-    create_pool(
-        crd,
-        namespace,
-        [{"name": "l4", "gpuProduct": L4, "minReplicas": 1, "maxReplicas": 4, "costPerGpuHourUsd": 0.8}],
-        scaleDownWindowSeconds=window_s,
-    )
-    eventually(
-        lambda: running(core, namespace).get("l4") == 1, timeout_s=90, what="one L4 replica running", explain=why
-    )
+    start_l4_pool(crd, core, namespace, why, scaleDownWindowSeconds=window_s)
     autoscaler()
     eventually(lambda: desired(crd, namespace) == {"l4": 1}, timeout_s=30, what="a first recommendation", explain=why)
     with Load(gateway, rps=5.0) as load:
@@ -300,16 +301,14 @@ def test_a_load_ramp_breaks_the_slo_and_the_scaled_pool_meets_it_again(
     2 req/s, as the test profile says): 5 req/s on one replica queues requests past the 1.5 s TTFT target
     while new replicas start; the autoscaler must read the breach from the engines' own histograms, grow
     the pool, and read the SLO met again under the same load."""
-    create_pool(
+    start_l4_pool(
         crd,
+        core,
         namespace,
-        [{"name": "l4", "gpuProduct": L4, "minReplicas": 1, "maxReplicas": 4, "costPerGpuHourUsd": 0.8}],
+        why,
         engine_args=["--gpu-profile", "L4", "--time-scale", "0.15", "--max-num-seqs", "2"],
         slo={"ttftSeconds": 1.5, "itlSeconds": 1.0, "attainment": 0.9},
         scaleDownWindowSeconds=300,
-    )
-    eventually(
-        lambda: running(core, namespace).get("l4") == 1, timeout_s=90, what="one L4 replica running", explain=why
     )
     autoscaler()
     eventually(lambda: desired(crd, namespace) == {"l4": 1}, timeout_s=30, what="a first recommendation", explain=why)
@@ -437,15 +436,7 @@ def test_prometheus_down_holds_the_size_with_a_reason_and_resumes(
 
     discovery = threading.Thread(target=discover, daemon=True)
 
-    create_pool(
-        crd,
-        namespace,
-        [{"name": "l4", "gpuProduct": L4, "minReplicas": 1, "maxReplicas": 4, "costPerGpuHourUsd": 0.8}],
-        scaleDownWindowSeconds=600,
-    )
-    eventually(
-        lambda: running(core, namespace).get("l4") == 1, timeout_s=90, what="one L4 replica running", explain=why
-    )
+    start_l4_pool(crd, core, namespace, why, scaleDownWindowSeconds=600)
     publish_targets()
     discovery.start()
     autoscaler("--prometheus-url", prom.url)
