@@ -261,9 +261,10 @@ def test_load_scales_the_pool_up_and_scale_down_waits_for_the_window(
         auto = autoscaling(crd, namespace)
         record = auto["decision"]
         assert record["inputs"]["requestsPerSecond"] > 2
-        # how long the L4 pods took to become Ready, by phase, from their own timestamps
+        # how long the L4 pods took to become Ready, by phase, from their own timestamps (whole seconds:
+        # a simulated engine can be Ready within the second it was created)
         prov = auto["provisioning"]["l4"]
-        assert prov["pods"] >= 1 and prov["totalSeconds"] > 0
+        assert prov["pods"] >= 1 and 0 <= prov["totalSeconds"] < 90
         assert prov["totalSeconds"] == pytest.approx(
             prov["schedulingSeconds"] + prov["startingSeconds"] + prov["loadingSeconds"], abs=0.2
         )
