@@ -149,10 +149,10 @@ class _Scrape:
     itl: Histogram = field(default_factory=dict)
     waiting: float = 0.0
     running: float = 0.0
-    held: float = 0.0
-    in_flight: float = 0.0
-    held_by_model: dict[str, float] = field(default_factory=dict)
-    in_flight_by_model: dict[str, float] = field(default_factory=dict)
+    held: dict[str, float] = field(default_factory=dict)
+    """The gateway's held requests per model."""
+    in_flight: dict[str, float] = field(default_factory=dict)
+    """The gateway's requests in flight per model."""
     shapes: dict[tuple[str, str, str], float] = field(default_factory=dict)
     """(model, input_tokens_le, output_tokens_le) → completed requests."""
 
@@ -165,6 +165,12 @@ _SUMS = {
     RUNNING: "running",
 }
 _HISTOGRAMS = {TTFT: "ttft", ITL: "itl"}
+_PER_MODEL = {HELD: "held", METRIC_GATEWAY_IN_FLIGHT: "in_flight"}
+
+
+def _of_model(per_model: Mapping[str, float], model: str) -> float:
+    """One model's value, or every model's together when the pool names none."""
+    return per_model.get(model, 0.0) if model else sum(per_model.values())
 
 
 def parse_metrics(text: str) -> _Scrape:
@@ -176,14 +182,9 @@ def parse_metrics(text: str) -> _Scrape:
                 setattr(s, field_name, getattr(s, field_name) + smp.value)
             elif hist := _HISTOGRAMS.get(smp.name):
                 _add(getattr(s, hist), float(smp.labels["le"]), smp.value)
-            elif smp.name == METRIC_GATEWAY_IN_FLIGHT:
-                s.in_flight += smp.value
-                model = smp.labels.get("model", "")
-                s.in_flight_by_model[model] = s.in_flight_by_model.get(model, 0.0) + smp.value
-            elif smp.name == HELD:
-                s.held += smp.value
-                model = smp.labels.get("model", "")
-                s.held_by_model[model] = s.held_by_model.get(model, 0.0) + smp.value
+            elif per_model := _PER_MODEL.get(smp.name):
+                by_model, model = getattr(s, per_model), smp.labels.get("model", "")
+                by_model[model] = by_model.get(model, 0.0) + smp.value
             elif smp.name == SHAPES:
                 key = (smp.labels["model"], smp.labels["input_tokens_le"], smp.labels["output_tokens_le"])
                 s.shapes[key] = s.shapes.get(key, 0.0) + smp.value
@@ -246,15 +247,12 @@ class DirectSource:
                 continue
             # per pool: every pool reads the same gateway, and each differences against its own last read
             key = f"{url}#{namespace}/{pool}"
-            prev_t, prev = self._last.get(key, (None, None))
+            _, prev = self._last.get(key, (None, None))
             self._last[key] = (now, cur)
-            if prev is not None:  # a pool counts only requests held for its own model (all, if unnamed)
-                now_held = cur.held_by_model.get(model, 0.0) if model else cur.held
-                before = prev.held_by_model.get(model, 0.0) if model else prev.held
-                m.held += _diff(now_held, before)
-            m.gateway_in_flight += cur.in_flight_by_model.get(model, 0.0) if model else cur.in_flight
-            if prev is None:
+            m.gateway_in_flight += _of_model(cur.in_flight, model)
+            if prev is None:  # counters count from this read on
                 continue
+            m.held += _diff(_of_model(cur.held, model), _of_model(prev.held, model))
             for (mod, i, o), v in cur.shapes.items():
                 if mod == model and (n := _diff(v, prev.shapes.get((mod, i, o), 0.0))) > 0:
                     m.shapes[(i, o)] = m.shapes.get((i, o), 0.0) + n

@@ -369,6 +369,7 @@ def run_headway(
     run = Run("headway", "headway", names)
     state = PolicyState()
     decisions: list[dict[str, int]] = []
+    predictor = make_forecaster(forecaster)
     next_sync = 0.0
     window: list[float] = []
     for i, rps in enumerate(trace.rps):
@@ -401,7 +402,7 @@ def run_headway(
             )
         waiting = fleet.queue + sum(fleet.ready(g, now) * w for g, (_, w, _, _) in tick.per_replica.items())
         obs = Observation(time=now, fresh=True, rps=observed, mix=trace.mix[i], in_flight=tick.active, waiting=waiting)
-        d, state = decide(spec, variants, obs, state, headroom=headroom, forecaster=make_forecaster(forecaster))
+        d, state = decide(spec, variants, obs, state, headroom=headroom, forecaster=predictor)
         run.reasons[d.reason] = run.reasons.get(d.reason, 0) + 1
         decisions.append(d.desired)
         if d.changed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import msgspec
@@ -89,38 +90,45 @@ class GeneratedTokens:
 
     A whole response carries `usage.completion_tokens`. A stream carries it only when the client asked
     (`stream_options.include_usage`), in its last frame; otherwise every frame is one token, as vLLM
-    streams them (less the first chat frame, which holds only the assistant role). Only the count of
-    frame starts and a short tail are kept, never the whole stream.
+    streams them (less the first chat frame, which holds only the assistant role). The relayed chunks
+    are kept by reference, never copied: a stream's last few kilobytes, a whole body up to its cap.
     """
 
     def __init__(self, *, stream: bool, chat: bool) -> None:
         self.stream, self.chat = stream, chat
         self.frames = 0
-        self._buf = bytearray()
+        self._tail = b""
+        """The stream's last len(_FRAME) - 1 bytes: a frame start split across chunks."""
+        self._chunks: deque[bytes] = deque()
+        self._kept = 0
         self._overflow = False
 
     def feed(self, chunk: bytes) -> None:
         if self.stream:
-            # a frame start split across chunks is counted once: the tail kept from the previous chunk
-            # is shorter than the marker, so no whole marker is counted twice
-            self.frames += (bytes(self._buf[-(len(_FRAME) - 1) :]) + chunk).count(_FRAME)
-            self._buf += chunk
-            if len(self._buf) > _TAIL:
-                del self._buf[: len(self._buf) - _TAIL]
-        elif not self._overflow:
-            self._buf += chunk
-            if len(self._buf) > _MAX_BODY:
-                self._overflow, self._buf = True, bytearray()
+            # markers within the chunk, plus one that began in the tail (too short to hold a whole one)
+            self.frames += chunk.count(_FRAME) + (self._tail + chunk[: len(_FRAME) - 1]).count(_FRAME)
+            self._tail = (
+                (self._tail + chunk)[1 - len(_FRAME) :] if len(chunk) < len(_FRAME) else chunk[1 - len(_FRAME) :]
+            )
+        elif self._overflow:
+            return
+        self._chunks.append(chunk)
+        self._kept += len(chunk)
+        if self.stream:
+            while self._kept - len(self._chunks[0]) >= _TAIL:
+                self._kept -= len(self._chunks.popleft())
+        elif self._kept > _MAX_BODY:
+            self._overflow = True
+            self._chunks.clear()
 
     def total(self) -> int | None:
         """The count, or None when the response does not say (an oversized or undecodable body)."""
+        kept = b"".join(self._chunks)
         if not self.stream:
-            return self._usage(bytes(self._buf)) if not self._overflow else None
-        last = self._buf.rfind(_FRAME)
-        if last >= 0:
-            frame = bytes(self._buf[last + len(b"data: ") :]).split(b"\n", 1)[0]
-            if (n := self._usage(frame)) is not None:
-                return n
+            return None if self._overflow else self._usage(kept)
+        last = kept.rfind(_FRAME)
+        if last >= 0 and (n := self._usage(kept[last + len(b"data: ") :].split(b"\n", 1)[0])) is not None:
+            return n
         return max(0, self.frames - (1 if self.chat else 0))
 
     @staticmethod

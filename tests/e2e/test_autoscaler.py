@@ -29,6 +29,9 @@ from headway.devenv.tinymodel import tiny_model_dir
 from tests.conftest import eventually
 from tests.e2e.kube import namespace_report
 
+# Every test runs beside the session operator and runner (its pools need both).
+pytestmark = pytest.mark.usefixtures("operator", "runner")
+
 GROUP, VERSION, PLURAL = "inference.headway.dev", "v1alpha1", "modelpools"
 H100, A100, L4 = "NVIDIA-H100-80GB-HBM3", "NVIDIA-A100-SXM4-80GB", "NVIDIA-L4"
 HEADROOM = 1.1
@@ -238,8 +241,6 @@ def events(core: k8s.CoreV1Api, ns: str) -> list[k8s.CoreV1Event]:
 
 def test_load_scales_the_pool_up_and_scale_down_waits_for_the_window(
     crd: LocalCluster,
-    operator: OperatorProcess,
-    runner: Path,
     core: k8s.CoreV1Api,
     namespace: str,
     gateway: str,
@@ -290,8 +291,6 @@ def slo_status(cluster: LocalCluster, ns: str) -> str | None:
 
 def test_a_load_ramp_breaks_the_slo_and_the_scaled_pool_meets_it_again(
     crd: LocalCluster,
-    operator: OperatorProcess,
-    runner: Path,
     core: k8s.CoreV1Api,
     namespace: str,
     gateway: str,
@@ -324,8 +323,6 @@ def test_a_load_ramp_breaks_the_slo_and_the_scaled_pool_meets_it_again(
 
 def test_the_chosen_mix_is_the_ilp_optimum_and_an_unschedulable_variant_falls_back(
     crd: LocalCluster,
-    operator: OperatorProcess,
-    runner: Path,
     core: k8s.CoreV1Api,
     namespace: str,
     gateway: str,
@@ -402,8 +399,6 @@ def test_the_chosen_mix_is_the_ilp_optimum_and_an_unschedulable_variant_falls_ba
 
 def test_prometheus_down_holds_the_size_with_a_reason_and_resumes(
     crd: LocalCluster,
-    operator: OperatorProcess,
-    runner: Path,
     core: k8s.CoreV1Api,
     namespace: str,
     gateway: str,
@@ -461,8 +456,6 @@ def test_prometheus_down_holds_the_size_with_a_reason_and_resumes(
 
 def test_a_pool_at_zero_scales_up_for_a_held_request_which_then_succeeds(
     crd: LocalCluster,
-    operator: OperatorProcess,
-    runner: Path,
     core: k8s.CoreV1Api,
     namespace: str,
     gateway: str,
@@ -488,8 +481,6 @@ def test_a_pool_at_zero_scales_up_for_a_held_request_which_then_succeeds(
 
 def test_only_the_lease_holder_decides_and_a_successor_takes_over(
     crd: LocalCluster,
-    operator: OperatorProcess,
-    runner: Path,
     core: k8s.CoreV1Api,
     namespace: str,
     autoscaler: Callable[..., Autoscaler],
