@@ -38,7 +38,7 @@ def autoscaler(
     gpu_budget: Annotated[int | None, typer.Option(help="Most GPUs one pool may use (default: no limit).")] = None,
     headroom: Annotated[float, typer.Option(help="SLO capacity kept over demand, ≥ 1.")] = 1.0,
     forecaster: Annotated[
-        str, typer.Option(help="Demand forecast one provisioning time ahead: constant or trend.")
+        str, typer.Option(help="Demand forecast one provisioning time ahead: constant, trend or arima.")
     ] = "constant",
     identity: Annotated[str, typer.Option(help="Name in the Lease (default: host name + process).")] = "",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,

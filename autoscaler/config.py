@@ -20,7 +20,7 @@ class AutoscalerConfig(BaseModel, frozen=True, extra="forbid"):
     lease_duration_s: float = Field(15.0, gt=0)
     identity: str = ""
     gpu_budget: int | None = Field(None, ge=1)
-    forecaster: Literal["constant", "trend"] = Field(
+    forecaster: Literal["constant", "trend", "arima"] = Field(
         "constant", description="Demand forecast one provisioning time ahead (headway.autoscaler.forecast)."
     )
     headroom: float = Field(

@@ -9,13 +9,19 @@ demand is the scale-down window's business, which must not be hurried by a guess
 - `constant`: the future is the window mean (the HPA's and KPA's implicit model).
 - `trend`: a straight line fitted to the window's samples (least squares), extrapolated to the horizon
   with damping so a short burst does not project a runaway, and capped at `MAX_RATIO` × the window mean.
+- `arima`: ARIMA(2,1,0): an autoregression with drift on the window's differences, fitted by
+  conditional least squares and rolled forward step by step to the horizon, with the same cap.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Protocol
+
+import numpy as np
 
 MAX_RATIO = 2.0
 
@@ -63,7 +69,49 @@ class Trend:
         return max(0.0, min(value, MAX_RATIO * mean_r))
 
 
-FORECASTERS: dict[str, type[Constant] | type[Trend]] = {"constant": Constant, "trend": Trend}
+class Arima:
+    """ARIMA(p,1,0) with drift: Δr_t = c + Σ φ_i·Δr_(t−i) + ε, fitted by least squares on the window.
+
+    Differencing removes the diurnal level, so what is fitted is how changes follow changes: a ramp's
+    steady increments carry on (the drift), a one-off jump does not (its differences average out). The
+    forecast rolls the fitted recursion forward one sampling interval at a time to the horizon. With
+    fewer than `min_fit` differences, or an explosive fit, it falls back to the window mean.
+    """
+
+    name = "arima"
+
+    def __init__(self, p: int = 2, min_fit: int = 4) -> None:
+        self.p, self.min_fit = p, min_fit
+
+    def forecast(self, samples: Sequence[tuple[float, float]], horizon_s: float) -> float:
+        if not samples:
+            return 0.0
+        rates = np.array([r for _, r in samples], dtype=float)
+        mean_r = float(rates.mean())
+        diffs = np.diff(rates)
+        rows = len(diffs) - self.p
+        if rows < self.min_fit:
+            return mean_r
+        design = np.column_stack([np.ones(rows)] + [diffs[self.p - i - 1 : len(diffs) - i - 1] for i in range(self.p)])
+        coef, *_ = np.linalg.lstsq(design, diffs[self.p :], rcond=None)
+        drift, phi = float(coef[0]), coef[1:]
+        if float(np.abs(phi).sum()) >= 1.0:  # not stationary: its roll-out would run away
+            return mean_r
+        step_s = statistics.median(b[0] - a[0] for a, b in itertools.pairwise(samples))
+        steps = max(1, math.ceil(max(0.0, horizon_s) / step_s)) if step_s > 0 else 1
+        history, level = list(diffs[-self.p :]), float(rates[-1])
+        for _ in range(steps):
+            nxt = drift + float(np.dot(phi, history[::-1][: self.p]))
+            history.append(nxt)
+            level += nxt
+        return max(0.0, min(level, MAX_RATIO * mean_r))
+
+
+FORECASTERS: dict[str, type[Constant] | type[Trend] | type[Arima]] = {
+    "constant": Constant,
+    "trend": Trend,
+    "arima": Arima,
+}
 
 
 def make_forecaster(name: str) -> Forecaster:

@@ -5,25 +5,29 @@ per variant and a record of why:
 
 1. Stale or missing metrics hold the current size (`MetricsStale`): acting on no data is how fleets
    collapse.
-2. Demand is max(stable-window mean, panic-window mean, forecast), plus the engines' queued requests
-   drained over `BACKLOG_DRAIN_S`: a step in load counts within one tick, a dip does not. The stable
-   window is `STABLE_WINDOWS_PER_PANIC` panic windows. Panic is on while the panic mean is ≥ 2× the
-   stable mean, and for one stable window after; no variant shrinks in panic. The forecast
-   (`headway.autoscaler.forecast`) looks one provisioning time ahead: the longest time the variants'
-   recent pods took from creation to Ready.
+2. Demand is max(stable-window mean, panic-window mean, latest observation, forecast), plus the
+   engines' queued requests drained over `BACKLOG_DRAIN_S`: a step in load counts in full within one
+   tick, a dip does not. The stable window is `STABLE_WINDOWS_PER_PANIC` panic windows. Panic is on
+   while the panic mean is ≥ 2× the stable mean, and for one stable window after; no variant shrinks
+   in panic. The forecast (`headway.autoscaler.forecast`) looks one provisioning time ahead: the
+   longest time the variants' recent pods took from creation to Ready.
 3. The min-cost mix (`solver.solve`) over the variants' profiled capacity, each divided by its online
-   correction (observed/predicted latency, clamped). A variant with Pending pods may not grow (never
-   stack scale-ups on pods that have not started); one with Unschedulable pods is capped at its ready
-   count for `BLOCK_S`, so the solver moves the demand to the next-cheapest variant.
+   correction: observed/predicted latency, clamped, smoothed, and read only where the profile's
+   latency curve is flat (at its knee, noise reads as a slower GPU and the fleet would oscillate).
+   A variant with Pending pods may not grow (never stack scale-ups on pods that have not started);
+   one with Unschedulable pods is capped at its ready count for `BLOCK_S`, so the solver moves the
+   demand to the next-cheapest variant.
 4. Growth is immediate, at most `maxScaleUpStep` replicas per variant per decision, and happens only
-   when the replicas asked for (ready or starting) lack the capacity the demand needs, or when the
-   optimum costs `REMIX_SAVING` less than the fleet (a re-mix; the replaced replicas go by scale-down).
-   A re-shuffle that saves less is not worth its cold starts. Shrinking needs the fleet over-provisioned
-   by more than `TOLERANCE` for a whole `scaleDownWindowSeconds`, takes the largest recommendation of
-   that window (a sliding maximum, as the HPA's stabilisation does), and restarts the window, so a slow
-   decline costs one scale event per window, not one per replica.
-   Each removal keeps the remaining fleet's capacity over the demand, taking the most expensive
-   replicas first.
+   when the replicas asked for (ready or starting) lack the capacity the demand needs, taking the
+   cheapest replicas to add to them (the solver with the fleet as lower bounds: a from-scratch
+   optimum would start one mix and shed another a window later), or when the optimum costs
+   `REMIX_SAVING` less than the fleet (a re-mix; the replaced replicas go by scale-down). A re-shuffle
+   that saves less is not worth its cold starts. Shrinking needs the fleet over-provisioned by more
+   than `TOLERANCE`, or holding replicas the optimum leaves out, for a whole
+   `scaleDownWindowSeconds`; it takes the largest recommendation of that window (a sliding maximum, as
+   the HPA's stabilisation does) and restarts the window, so a slow decline costs one scale event per
+   window, not one per replica. Each removal keeps the remaining fleet serving the demand, taking the
+   most expensive replicas first.
 5. A pool at zero goes to one replica of its cheapest schedulable variant as soon as a request is held
    at the gateway or seen at all; a pool goes to zero only when allowed and idle for
    `idleWindowSeconds`; otherwise at least one replica stays.
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from headway.api.modelpool import Autoscaling
@@ -48,6 +52,11 @@ REMIX_SAVING = 0.3
 """A cheaper mix replaces a sufficient fleet only if it saves this share: each re-mix costs cold starts."""
 BACKLOG_DRAIN_S = 60.0
 """A backlog of queued requests is sized to drain within this time, on top of the arrival rate."""
+LOAD_ERROR = 0.15
+"""How far off a variant's estimated load may be (spreading, noise of one interval): latency is compared
+with the profile only where that much more load would not move the prediction by more."""
+CORRECTION_SMOOTHING = 0.3
+"""Weight of a new latency reading in a variant's correction (an exponential average over decisions)."""
 BLOCK_S = 300.0
 """How long a variant whose pods were Unschedulable stays capped at its ready replicas."""
 
@@ -115,6 +124,8 @@ class PolicyState:
     """Variant → (until, replicas cap) after Unschedulable pods."""
     over_since: float | None = None
     """Since when the fleet has been over-provisioned beyond the tolerance (None: it is not)."""
+    corrections: dict[str, float] = field(default_factory=dict)
+    """Per variant, the smoothed observed/predicted latency (absent: never read where it can be trusted)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +141,7 @@ class PolicyState:
             down_recs={k: [(float(t), int(n)) for t, n in v] for k, v in (d.get("down_recs") or {}).items()},
             blocked_until={k: (float(v[0]), int(v[1])) for k, v in (d.get("blocked_until") or {}).items()},
             over_since=d.get("over_since"),
+            corrections={k: float(c) for k, c in (d.get("corrections") or {}).items()},
         )
 
 
@@ -186,26 +198,48 @@ def _mix_rps(capacity: Mapping[Bucket, float], mix: Mapping[Bucket, float]) -> f
     return 1 / load if load > 0 else 0.0
 
 
-def _corrections(variants: Sequence[VariantState], obs: Observation) -> dict[str, float]:
-    """Observed/predicted latency per variant. The gateway spreads load by queue depth, so each
-    variant's replicas carry about the same share of their own capacity: the pool's rate over the
-    ready fleet's SLO capacity. Its prediction is read at that utilisation (not at a rate per replica
-    averaged over unlike GPUs, which would flatter the big ones and blame the small)."""
-    caps = {
-        v.name: _mix_rps({b: v.capacity.bucket(b).max_rps for b in obs.mix}, obs.mix) if v.capacity else 0.0
-        for v in variants
-    }
-    fleet = sum(v.ready * caps[v.name] for v in variants)
-    utilisation = obs.rps / fleet if fleet > 0 else 0.0
-    out: dict[str, float] = {}
+def _utilisations(variants: Sequence[VariantState], obs: Observation) -> dict[str, float]:
+    """Each variant's share of its own SLO capacity in use. The gateway spreads every bucket's requests
+    over the ready replicas that can serve it, in proportion to their capacity for it (what queue-depth
+    balancing converges to); a variant that alone can prefill long prompts carries more of its capacity
+    than the pool does on average, so one pool-wide utilisation would blame it for being busy."""
+    load = {v.name: 0.0 for v in variants}
+    for b, share in obs.mix.items():
+        caps = {v.name: v.ready * v.capacity.bucket(b).max_rps for v in variants if v.capacity and v.ready > 0}
+        total = sum(caps.values())
+        if total <= 0:
+            continue
+        for name, c in caps.items():
+            if c > 0:  # v gets c/total of b's rate, which uses (that rate)/c of its capacity
+                load[name] += obs.rps * share / total
+    return {v.name: load[v.name] if v.ready > 0 else 0.0 for v in variants}
+
+
+def _corrections(variants: Sequence[VariantState], obs: Observation, learned: Mapping[str, float]) -> dict[str, float]:
+    """Observed/predicted latency per variant that has been read where it can be trusted (the others
+    run at 1), the prediction taken at the variant's own utilisation, smoothed over decisions and kept
+    in the policy state.
+
+    A reading counts only where the latency curve is flat enough to trust it: if the load estimate
+    being `LOAD_ERROR` off would move the prediction by more than that, the variant sits at the knee
+    of its curve, where a few percent of noise reads as a GPU twice as slow, the fleet grows for it,
+    the reading falls back once the fleet is bigger, and the fleet shrinks again. There the last
+    trusted value stands."""
+    util = _utilisations(variants, obs)
+    out = {v.name: learned[v.name] for v in variants if v.name in learned}
     for v in variants:
-        c = 1.0
-        if v.capacity is not None and v.ready > 0 and obs.mix and caps[v.name] > 0:
-            p = _predicted(v.capacity, obs.mix, utilisation)
-            if p is not None:
-                c = max(correction(v.observed_itl_s, p.itl_s), correction(v.observed_ttft_s, p.ttft_s))
-        out[v.name] = round(c, 4)
+        if v.capacity is not None and v.ready > 0 and obs.mix and (v.observed_itl_s or v.observed_ttft_s):
+            p = _predicted(v.capacity, obs.mix, util[v.name])
+            worse = _predicted(v.capacity, obs.mix, util[v.name] * (1 + LOAD_ERROR))
+            if p is not None and worse is not None and _flat(p, worse):
+                reading = max(correction(v.observed_itl_s, p.itl_s), correction(v.observed_ttft_s, p.ttft_s))
+                c = out.get(v.name)
+                out[v.name] = round(reading if c is None else c + CORRECTION_SMOOTHING * (reading - c), 4)
     return out
+
+
+def _flat(p: LatencyPoint, worse: LatencyPoint) -> bool:
+    return all(w <= a * (1 + LOAD_ERROR) for a, w in ((p.ttft_s, worse.ttft_s), (p.itl_s, worse.itl_s)) if a > 0)
 
 
 def _window_max(recs: list[tuple[float, int]], now: float, window_s: float, value: int) -> list[tuple[float, int]]:
@@ -247,11 +281,12 @@ def decide(
     horizon_s = max((v.provisioning_s or 0.0 for v in variants), default=0.0)
     forecast = forecaster.forecast(samples, horizon_s)
     backlog_rps = obs.waiting / BACKLOG_DRAIN_S
-    demand = max(stable, panic_rps, forecast) + backlog_rps
+    demand = max(stable, panic_rps, obs.rps, forecast) + backlog_rps
     active = obs.rps > 0 or obs.held_requests > 0 or obs.in_flight > 0
     last_active = now if active else state.last_active
 
-    corr = _corrections(variants, obs)
+    learned = _corrections(variants, obs, state.corrections)
+    corr = {v.name: learned.get(v.name, 1.0) for v in variants}
 
     blocked = {k: b for k, b in state.blocked_until.items() if b[0] > now}
     notes: list[str] = []
@@ -288,12 +323,18 @@ def decide(
     down_recs: dict[str, list[tuple[float, int]]] = {}
     window_s = float(spec.scale_down_window_seconds)
     asked = {o.name: min(current[o.name], o.hi) for o in options}
-    capacity = _fleet_rps(options, obs.mix, asked)
-    need = demand * headroom
-    short = need > capacity if obs.mix else False
+    short = not _covers(options, demand_by_bucket, asked, headroom)
     current_cost = sum(_cost(v) * current[v.name] for v in variants)
     cheaper = mix.unserved_rps == 0 and mix.cost_per_hour_usd < (1 - REMIX_SAVING) * current_cost
-    over = not short and (need < (1 - TOLERANCE) * capacity or cheaper or not obs.mix)
+    roomy = _covers(options, demand_by_bucket, asked, headroom / (1 - TOLERANCE))
+    # the optimum drops some replicas and adds none: they are left over from an earlier growth step
+    redundant = mix.unserved_rps == 0 and all(mix.replicas[k] <= n for k, n in asked.items()) and mix.replicas != asked
+    over = not short and (roomy or cheaper or redundant or not obs.mix)
+    if short:
+        # grow what is there at the least cost: the replicas asked for stay, the solver adds to them
+        # (a from-scratch optimum would add a different mix and shed the old one a window later)
+        grown = [replace(o, lo=max(o.lo, min(asked[o.name], o.hi))) for o in options]
+        target = dict(solve(grown, demand_by_bucket, headroom=headroom, gpu_budget=gpu_budget).replicas)
     over_since = (state.over_since if state.over_since is not None else now) if over else None
     if total == 0:
         if active and cheapest is not None:
@@ -327,7 +368,7 @@ def decide(
         for _, name, settled in sorted(downs, reverse=True):
             for n in range(settled, current[name]):
                 trial = {**desired, name: n}
-                if not obs.mix or _fleet_rps(options, obs.mix, trial) >= need:
+                if _covers(options, demand_by_bucket, trial, headroom):
                     desired[name] = n
                     shrank = True
                     break
@@ -377,6 +418,7 @@ def decide(
             "correction": corr,
             "maxReplicas": {o.name: o.hi for o in options},
             "solverMix": mix.replicas,
+            **({"grownMix": target} if short else {}),
             "unservedRps": mix.unserved_rps,
         },
         mix=desired,
@@ -389,6 +431,7 @@ def decide(
         down_recs=down_recs or state.down_recs,
         blocked_until=blocked,
         over_since=over_since,
+        corrections=learned,
     )
     return decision, new_state
 
@@ -397,8 +440,14 @@ def _replica_rps(o: VariantOption, mix: Mapping[Bucket, float]) -> float:
     return round(_mix_rps(o.capacity_rps, mix), 4)
 
 
-def _fleet_rps(options: Sequence[VariantOption], mix: Mapping[Bucket, float], replicas: Mapping[str, int]) -> float:
-    return sum(_replica_rps(o, mix) * replicas.get(o.name, 0) for o in options)
+def _covers(
+    options: Sequence[VariantOption], demand: Mapping[Bucket, float], replicas: Mapping[str, int], headroom: float
+) -> bool:
+    """Whether exactly these replicas serve the demand at this headroom, each bucket split over the
+    variants that can serve it as the solver would split it (a replica need not serve the whole mix:
+    an L4 that cannot prefill long documents still takes the short chats)."""
+    fixed = [replace(o, lo=replicas.get(o.name, 0), hi=replicas.get(o.name, 0)) for o in options]
+    return solve(fixed, demand, headroom=headroom).unserved_rps <= 1e-9
 
 
 def _cheapest_open(variants: Sequence[VariantState], options: Sequence[VariantOption]) -> str | None:

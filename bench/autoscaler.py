@@ -19,7 +19,9 @@ KubeAI and an HPA on waiting requests (each on one GPU type, every type tried), 
 fleets sized for the trace's peak on each GPU type. Reported: SLO attainment (share of requests meeting TTFT and ITL),
 GPU-hours, cost, scale events. Then every policy is tuned to the SLO (anchors' targets swept toward
 more replicas, headway's and the GPU optimizer's headroom swept up) and the cheapest setting reaching
-the attainment target is kept: costs compared at equal attainment. Writes
+the attainment target is kept: costs compared at equal attainment. A perfect-information reactive
+reference (true rate every tick, no delay) shows what reacting to bursts instead of foreseeing them
+costs at the SLO. Writes
 bench/results/autoscaler-<date>.json and a PNG beside it.
 """
 
@@ -153,6 +155,15 @@ class FleetState:
 
     def pending(self, g: str, now: float) -> int:
         return self.replicas[g] - self.ready(g, now)
+
+    def apply(self, want: Mapping[str, int], now: float, startup_s: float) -> bool:
+        """Ask for `want` replicas per GPU; whether that changed anything (a scale event)."""
+        changed = False
+        for g, n in want.items():
+            if n != self.replicas[g]:
+                self.set(g, n, now, startup_s)
+                changed = True
+        return changed
 
     def set(self, g: str, n: int, now: float, startup_s: float) -> None:
         cur = self.replicas[g]
@@ -332,11 +343,7 @@ def run_melange(trace: Trace, gpus: Mapping[str, Gpu], startup_s: float, headroo
         next_sync = now + policy.interval_s
         observed, window = sum(window) / len(window), []
         want = policy.desired(now, fleet.replicas, {g: fleet.ready(g, now) for g in names}, observed, trace.mix[i])
-        if want != fleet.replicas:
-            run.scale_events += 1
-            for g, n in want.items():
-                if n != fleet.replicas[g]:
-                    fleet.set(g, n, now, startup_s)
+        run.scale_events += fleet.apply(want, now, startup_s)
     return run
 
 
@@ -405,11 +412,7 @@ def run_headway(
         d, state = decide(spec, variants, obs, state, headroom=headroom, forecaster=predictor)
         run.reasons[d.reason] = run.reasons.get(d.reason, 0) + 1
         decisions.append(d.desired)
-        if d.changed:
-            run.scale_events += 1
-            for g, n in d.desired.items():
-                if n != fleet.replicas[g]:
-                    fleet.set(g, n, now, startup_s)
+        run.scale_events += fleet.apply(d.desired, now, startup_s)
     return run, decisions
 
 
@@ -486,6 +489,34 @@ def _said(tuned: dict[str, Any] | None) -> str:
 
 def _tuned(knob: str, value: float, run: Run) -> dict[str, Any]:
     return {knob: round(value, 4), **{k: v for k, v in run.summary().items() if k != "decisions_by_reason"}}
+
+
+def run_perfect_reactive(
+    trace: Trace, gpus: Mapping[str, Gpu], startup_s: float, headroom: float, window_s: float = 300.0
+) -> Run:
+    """A reference no real autoscaler reaches: it reads every tick's true rate with no delay, knows each
+    GPU's true speed, decides every tick, asks for the min-cost mix of the peak rate of the last
+    `window_s` (the scale-down stabilisation every policy here has) times `headroom`, removes nothing
+    while replicas start, and pays only the start-up time. What it costs at the SLO is the price of
+    reacting to bursts instead of foreseeing them."""
+    names = list(gpus)
+    fleet = FleetState({g: (1 if g == names[0] else 0) for g in names})
+    run = Run("perfect-reactive", "reference", names)
+    back = max(1, int(window_s / trace.tick_s))
+    for i, rps in enumerate(trace.rps):
+        now = i * trace.tick_s
+        mix = trace.mix[i]
+        tick = serve(gpus, fleet, float(rps), mix, now, trace.tick_s)
+        run.record(now, fleet, tick, gpus, trace.tick_s)
+        peak = float(trace.rps[max(0, i - back) : i + 1].max())
+        options = [
+            VariantOption(g, gpus[g].cost, 1, 0, MAX_REPLICAS, {b: gpus[g].slo_rps(b) for b in mix}) for g in names
+        ]
+        want = solve(options, {b: peak * s for b, s in mix.items()}, headroom=headroom).replicas
+        if any(fleet.pending(g, now) for g in names):  # make before break: nothing goes while a re-mix starts
+            want = {g: max(n, fleet.replicas[g]) for g, n in want.items()}
+        run.scale_events += fleet.apply(want, now, startup_s)
+    return run
 
 
 def clairvoyant_cost(trace: Trace, gpus: Mapping[str, Gpu], names: Iterable[str], minute_s: float = 60.0) -> float:
@@ -614,6 +645,21 @@ def main() -> None:
             else None,
             "meets_target": bool(h_at and best_name and h_at["cost"] <= 0.75 * anchors_at_slo[best_name]["cost"]),
         }
+    reference = None
+    if not args.no_tuning:
+        found = cheapest_meeting(
+            ((h, run_perfect_reactive(trace, gpus, args.startup_s, h)) for h in HEADROOMS), slo, stop_at_first=True
+        )
+        reference = {
+            "rule": "true rate each tick with no delay, true GPU speeds, a decision every tick, the min-cost mix "
+            "for the last 300 s's peak rate times the headroom, only start-up time paid; the cheapest headroom "
+            "reaching the attainment target",
+            **(_tuned("headroom", found[0], found[1]) if found else {"headroom": None}),
+        }
+        best_cost = comparison["at_equal_attainment"]["best_anchor_cost"]
+        if found and best_cost:
+            reference["cost_vs_best_anchor"] = round(found[1].cost / best_cost, 4)
+        print(f"perfect-information reactive reference at the SLO: {_said(reference if found else None)}", flush=True)
     payload = {
         "trace": trace.describe(),
         "engine_model": f"capacity profile {args.profile.name} (sweeps of headway's simulator engine); "
@@ -629,7 +675,7 @@ def main() -> None:
             "all_gpus": clairvoyant_cost(trace, gpus, GPUS),
             "h100_only": clairvoyant_cost(trace, gpus, ["H100"]),
         },
-        **({"tuned_to_slo": tuned} if not args.no_tuning else {}),
+        **({"tuned_to_slo": tuned, "perfect_reactive_at_slo": reference} if not args.no_tuning else {}),
     }
     for name, p in policies.items():
         att, gpu_h, cost, events = p["slo_attainment"], p["gpu_hours"], p["cost"], p["scale_events"]

@@ -203,3 +203,54 @@ def test_replicas_of_multi_gpu_variants_keep_whole_gangs() -> None:
     tp4 = replace(a100(1), gpus_per_replica=4)
     d, _ = decide(SPEC, [tp4], obs(0, 30.0), PolicyState(), gpu_budget=10)
     assert d.desired["a100"] * 4 <= 10 and d.terms["solverMix"]["a100"] == 2
+
+
+def test_growth_adds_the_cheapest_replicas_to_the_fleet_instead_of_reshuffling_it() -> None:
+    # from scratch, 3 A100s ($7.50) serve 27 req/s best; growing the fleet that is there, two more L4s
+    # ($1.60) beat one more A100 ($2.50), and nothing is asked to start only to shed a replica later
+    d, _ = decide(SPEC, [l4(3), a100(2)], obs(0, 27.0), PolicyState())
+    assert d.desired == {"l4": 5, "a100": 2} and d.reason == policy.REASON_SCALE_UP
+    assert d.terms["grownMix"] == d.desired and d.terms["solverMix"] == {"l4": 0, "a100": 3}
+
+
+def test_replicas_left_over_from_growth_go_after_the_window() -> None:
+    # 3 A100s alone serve 29.5 req/s; the L4 adds under the 10% tolerance, so only the optimum being a
+    # strict subset of the fleet marks it as spare
+    f = Fleet([l4(1), a100(3)])
+    removed_at = None
+    for t in range(0, 400, 15):
+        d = f.tick(obs(t, 29.5))
+        if d.changed and removed_at is None:
+            removed_at = t
+    assert f.history[-1] == {"l4": 0, "a100": 3}
+    assert removed_at is not None and removed_at >= SPEC.scale_down_window_seconds
+
+
+def knee(gpu: str) -> GpuCapacity:
+    """TTFT flat to 8 req/s, then steep: the SLO capacity (10 req/s) sits on the knee of the curve."""
+    points = [LatencyPoint(rps=r, ttft_s=t, itl_s=0.04) for r, t in ((0.0, 0.2), (8.0, 0.2), (10.0, 0.9))]
+    return GpuCapacity(
+        gpu=gpu, buckets=[BucketCapacity(input_tokens=512, output_tokens=256, max_rps=10.0, points=points)]
+    )
+
+
+def test_latency_is_compared_with_the_profile_only_where_the_curve_is_flat() -> None:
+    at_knee = replace(a100(4), capacity=knee("a100"), observed_ttft_s=1.4)  # 9.5 req/s each: on the knee
+    d, state = decide(SPEC, [at_knee], obs(0, 38.0), PolicyState())
+    assert d.terms["correction"]["a100"] == 1.0 and state.corrections == {}
+    assert d.desired == {"a100": 4}
+    flat = replace(a100(4), capacity=knee("a100"), observed_ttft_s=0.3)  # 5 req/s each: 1.5x the profile
+    d, state = decide(SPEC, [flat], obs(0, 20.0), PolicyState())
+    assert d.terms["correction"]["a100"] == 1.5 and state.corrections == {"a100": 1.5}
+
+
+def test_a_correction_moves_smoothly_and_survives_a_restart() -> None:
+    flat = replace(a100(4), capacity=knee("a100"), observed_ttft_s=0.3)
+    _, state = decide(SPEC, [flat], obs(0, 20.0), PolicyState())
+    state = PolicyState.from_dict(json.loads(json.dumps(state.to_dict())))
+    on_profile = replace(flat, observed_ttft_s=0.2)
+    d, state = decide(SPEC, [on_profile], obs(15, 20.0), state)
+    assert d.terms["correction"]["a100"] == round(1.5 + policy.CORRECTION_SMOOTHING * (1.0 - 1.5), 4)
+    # at the knee the last trusted value stands
+    d, _ = decide(SPEC, [replace(on_profile, observed_ttft_s=1.8)], obs(30, 38.0), state)
+    assert d.terms["correction"]["a100"] == state.corrections["a100"]
