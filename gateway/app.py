@@ -124,6 +124,8 @@ class Gateway:
         tasks = [asyncio.create_task(scrape_forever(self.all_endpoints, self.session, self.cfg.scrape_interval_s))]
         if self.mirror is not None:
             tasks.append(asyncio.create_task(self.mirror.run()))
+        if self.shared is not None:
+            tasks.append(asyncio.create_task(self.shared.warm()))
         if self.cfg.discovery == "kubernetes":
             from headway.gateway.discovery import KubernetesDiscovery
 

@@ -171,6 +171,12 @@ class RedisLookup:
                 matched[p] = i + 1
         return matched
 
+    async def warm(self) -> None:
+        """Open a connection before the first request needs one: connecting (and the handshake) inside a
+        lookup's 250 ms budget can miss it on a busy host, and that request would route blind."""
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await self.redis.ping()
+
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()

@@ -89,7 +89,8 @@ def _shared_prefix_lands_on_one_pod(r: Replicas, tag: str) -> None:
     keys = block_keys(
         Tokenizer.from_file(str(tiny_model_dir() / "tokenizer.json")).encode(prompt).ids, 16, root_key("tiny")
     )
-    _complete(r.b, f"warm-up {tag}")  # B's first Redis connection is not what this test measures
+    # B's first Redis lookup (long enough to have blocks) opens its connection: not what this test measures
+    _complete(r.b, f"Warm-up {tag} that shares nothing with the prompt below. " * 4)
     pod = _complete(r.a, prompt)
     db = redis.Redis.from_url(r.redis.url)
     # Wait until the engine's events reached A and A's mirror wrote them: only then is B's choice informed.
