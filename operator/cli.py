@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,12 +53,29 @@ def operator(
     if not verbose:  # kopf logs every handled watch event at INFO; keep the operator's own logs readable
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     registry = build_registry(cfg)
-    asyncio.run(
-        kopf.operator(
+
+    async def run() -> None:
+        asyncio.get_running_loop().set_exception_handler(_quiet_watch_close)
+        await kopf.operator(
             registry=registry,
             standalone=True,
             clusterwide=not cfg.namespaces,
             namespaces=cfg.namespaces,
             liveness_endpoint=liveness,
         )
-    )
+
+    asyncio.run(run())
+
+
+def _quiet_watch_close(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """kopf leaves its watch streams' async generators suspended when it stops; asyncio closes them at
+    exit, and closing one can raise inside kopf's streaming block ("generator didn't stop after
+    athrow()"). The operator has already stopped and nothing is lost: one warning line, not a traceback
+    that reads like a crash. Every other loop error keeps asyncio's own report."""
+    gen = context.get("asyncgen")
+    if gen is not None and getattr(gen, "__qualname__", "") == "infinite_watch":
+        logging.getLogger("headway.operator").warning(
+            "a watch stream raised while closing at exit: %r", context.get("exception")
+        )
+        return
+    loop.default_exception_handler(context)
