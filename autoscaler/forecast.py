@@ -73,9 +73,10 @@ class Arima:
     """ARIMA(p,1,0) with drift: Δr_t = c + Σ φ_i·Δr_(t−i) + ε, fitted by least squares on the window.
 
     Differencing removes the diurnal level, so what is fitted is how changes follow changes: a ramp's
-    steady increments carry on (the drift), a one-off jump does not (its differences average out). The
-    forecast rolls the fitted recursion forward one sampling interval at a time to the horizon. With
-    fewer than `min_fit` differences, or an explosive fit, it falls back to the window mean.
+    steady increments carry on (the drift). On a window of a dozen samples a one-off jump also leaks
+    into the drift, so the projection is capped like the trend's. The forecast rolls the fitted
+    recursion forward one sampling interval at a time to the horizon. With fewer than `min_fit`
+    differences, or an explosive fit, it falls back to the window mean.
     """
 
     name = "arima"

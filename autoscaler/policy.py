@@ -212,7 +212,7 @@ def _utilisations(variants: Sequence[VariantState], obs: Observation) -> dict[st
         for name, c in caps.items():
             if c > 0:  # v gets c/total of b's rate, which uses (that rate)/c of its capacity
                 load[name] += obs.rps * share / total
-    return {v.name: load[v.name] if v.ready > 0 else 0.0 for v in variants}
+    return load
 
 
 def _corrections(variants: Sequence[VariantState], obs: Observation, learned: Mapping[str, float]) -> dict[str, float]:

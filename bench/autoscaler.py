@@ -491,6 +491,11 @@ def _tuned(knob: str, value: float, run: Run) -> dict[str, Any]:
     return {knob: round(value, 4), **{k: v for k, v in run.summary().items() if k != "decisions_by_reason"}}
 
 
+def _true_options(gpus: Mapping[str, Gpu], names: Iterable[str], mix: Mapping[Bucket, float]) -> list[VariantOption]:
+    """The solver's variants at the trace's true GPU speeds (not the profile's), for the references."""
+    return [VariantOption(g, gpus[g].cost, 1, 0, MAX_REPLICAS, {b: gpus[g].slo_rps(b) for b in mix}) for g in names]
+
+
 def run_perfect_reactive(
     trace: Trace, gpus: Mapping[str, Gpu], startup_s: float, headroom: float, window_s: float = 300.0
 ) -> Run:
@@ -509,10 +514,8 @@ def run_perfect_reactive(
         tick = serve(gpus, fleet, float(rps), mix, now, trace.tick_s)
         run.record(now, fleet, tick, gpus, trace.tick_s)
         peak = float(trace.rps[max(0, i - back) : i + 1].max())
-        options = [
-            VariantOption(g, gpus[g].cost, 1, 0, MAX_REPLICAS, {b: gpus[g].slo_rps(b) for b in mix}) for g in names
-        ]
-        want = solve(options, {b: peak * s for b, s in mix.items()}, headroom=headroom).replicas
+        demand = {b: peak * s for b, s in mix.items()}
+        want = solve(_true_options(gpus, names, mix), demand, headroom=headroom).replicas
         if any(fleet.pending(g, now) for g in names):  # make before break: nothing goes while a re-mix starts
             want = {g: max(n, fleet.replicas[g]) for g, n in want.items()}
         run.scale_events += fleet.apply(want, now, startup_s)
@@ -527,10 +530,8 @@ def clairvoyant_cost(trace: Trace, gpus: Mapping[str, Gpu], names: Iterable[str]
     cost = 0.0
     for i in range(0, len(trace.rps), per):
         mix, peak = trace.mix[i], float(trace.rps[i : i + per].max())
-        options = [
-            VariantOption(g, gpus[g].cost, 1, 0, MAX_REPLICAS, {b: gpus[g].slo_rps(b) for b in mix}) for g in names
-        ]
-        cost += solve(options, {b: peak * s for b, s in mix.items()}).cost_per_hour_usd * per * trace.tick_s / 3600
+        demand = {b: peak * s for b, s in mix.items()}
+        cost += solve(_true_options(gpus, names, mix), demand).cost_per_hour_usd * per * trace.tick_s / 3600
     return round(cost, 2)
 
 
@@ -645,20 +646,17 @@ def main() -> None:
             else None,
             "meets_target": bool(h_at and best_name and h_at["cost"] <= 0.75 * anchors_at_slo[best_name]["cost"]),
         }
-    reference = None
-    if not args.no_tuning:
         found = cheapest_meeting(
             ((h, run_perfect_reactive(trace, gpus, args.startup_s, h)) for h in HEADROOMS), slo, stop_at_first=True
         )
         reference = {
             "rule": "true rate each tick with no delay, true GPU speeds, a decision every tick, the min-cost mix "
-            "for the last 300 s's peak rate times the headroom, only start-up time paid; the cheapest headroom "
-            "reaching the attainment target",
+            "for the last 300 s's peak rate times the headroom, nothing removed while replicas start, only "
+            "start-up time paid; the cheapest headroom reaching the attainment target",
             **(_tuned("headroom", found[0], found[1]) if found else {"headroom": None}),
         }
-        best_cost = comparison["at_equal_attainment"]["best_anchor_cost"]
-        if found and best_cost:
-            reference["cost_vs_best_anchor"] = round(found[1].cost / best_cost, 4)
+        if found and best_name:
+            reference["cost_vs_best_anchor"] = round(found[1].cost / anchors_at_slo[best_name]["cost"], 4)
         print(f"perfect-information reactive reference at the SLO: {_said(reference if found else None)}", flush=True)
     payload = {
         "trace": trace.describe(),
