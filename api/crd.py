@@ -1,14 +1,16 @@
 """Generate the ModelPool CustomResourceDefinition from the pydantic models (the single source).
 
 `python -m headway.api.crd > deploy/crds/inference.headway.dev_modelpools.yaml` writes it; a unit test
-fails when the committed file and the models drift. Pydantic's JSON Schema is turned into a Kubernetes
+fails when the committed file and the models drift. Pydantic's JSON Schema of the spec
+(`headway.api.modelpool`) and of the status (`headway.api.status`) is turned into a Kubernetes
 structural schema: references inlined, optional fields unwrapped, free-form maps marked
 `x-kubernetes-preserve-unknown-fields`, numeric exclusive bounds turned into OpenAPI 3.0 booleans, and
-the variants list made a map keyed by name so the API server rejects duplicate names itself.
+the keyed lists (variants, conditions) made maps so the API server rejects duplicate keys itself.
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 from typing import Any
 
@@ -16,6 +18,7 @@ import yaml
 
 from headway.api.labels import GROUP
 from headway.api.modelpool import KIND, MAX_NAME_LENGTH, PLURAL, SHORT_NAMES, VERSION, ModelPoolSpec
+from headway.api.status import ModelPoolStatus
 
 _KEEP = {
     "type",
@@ -31,6 +34,8 @@ _KEEP = {
     "maxItems",
     "format",
     "x-kubernetes-validations",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
     "nullable",
 }
 
@@ -52,7 +57,10 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         if rest.get("default", 0) is None:
             rest.pop("default")
         return structural({**options[0], **rest}, defs)
-    out = {k: v for k, v in schema.items() if k in _KEEP}
+    # copies, so a definition used twice (a condition in two lists) is not one shared YAML anchor
+    out = {k: copy.deepcopy(v) for k, v in schema.items() if k in _KEEP}
+    if "description" in out:  # a model's docstring: one line in the YAML, as the field descriptions are
+        out["description"] = " ".join(out["description"].split())
     if "const" in schema:
         out["enum"] = [schema["const"]]
     for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
@@ -70,8 +78,10 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
                 out["required"] = required
             for name, prop in out["properties"].items():
                 # An omitted sub-object defaults to {} so the API server fills in its fields' defaults
-                # (and CEL rules can rely on them being there).
-                if name not in required and prop.get("type") == "object" and "properties" in prop:
+                # (and CEL rules can rely on them being there); one whose default is None (`X | None =
+                # None`, as in the status) stays absent until a writer sets it.
+                absent = props[name].get("default", {}) is None
+                if name not in required and not absent and prop.get("type") == "object" and "properties" in prop:
                     prop.setdefault("default", {})
         elif isinstance(extra, dict) and extra:
             out["additionalProperties"] = structural(extra, defs)
@@ -94,37 +104,10 @@ def spec_schema() -> dict[str, Any]:
 
 
 def status_schema() -> dict[str, Any]:
-    condition = {
-        "type": "object",
-        "required": ["type", "status"],
-        "properties": {
-            "type": {"type": "string"},
-            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-            "reason": {"type": "string"},
-            "message": {"type": "string"},
-            "lastTransitionTime": {"type": "string", "format": "date-time"},
-            "observedGeneration": {"type": "integer"},
-        },
-    }
-    return {
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": True,
-        "properties": {
-            "observedGeneration": {"type": "integer"},
-            "replicas": {"type": "string", "description": "ready/desired replicas over all variants"},
-            "readyReplicas": {"type": "integer"},
-            "desiredReplicas": {"type": "integer"},
-            "sloStatus": {"type": "string", "description": "Met, Breached or Unknown (set by the autoscaler)"},
-            "conditions": {
-                "type": "array",
-                "items": condition,
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["type"],
-            },
-            "variants": {"type": "array", "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-            "autoscaling": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-        },
-    }
+    """Generated like the spec's; where the status is open-ended (a decision's inputs and terms, the
+    autoscaler's memory) the models say `dict[str, Any]` and the schema preserves unknown fields."""
+    raw = ModelPoolStatus.model_json_schema(by_alias=True, mode="validation")
+    return structural(raw, raw.get("$defs", {}))
 
 
 def build_crd() -> dict[str, Any]:

@@ -65,7 +65,7 @@ METRIC_GATEWAY_PICKS = "headway_gateway_endpoint_picks_total"
 METRIC_GATEWAY_PREDICTED_HIT_TOKENS = "headway_gateway_predicted_prefix_hit_tokens_total"
 METRIC_GATEWAY_IN_FLIGHT = "headway_gateway_in_flight_requests"
 METRIC_GATEWAY_HELD = "headway_gateway_held_requests_total"
-METRIC_GATEWAY_ENDPOINT_STALE = "headway_gateway_endpoint_stale"
+METRIC_GATEWAY_ADMITTED = "headway_gateway_admitted_requests"
 METRIC_GATEWAY_REQUEST_SHAPE = "headway_gateway_request_shapes_total"
 """Completed requests by model and (input, output) token bucket; see headway.api.shape."""
 
@@ -86,4 +86,8 @@ PROMETHEUS_VARIANT_LABEL = "variant"
 
 # The autoscaler's condition (in status.autoscaling.conditions) and its annotation-free state.
 CONDITION_SCALING_ACTIVE = "ScalingActive"
+REASON_METRICS_AVAILABLE = "MetricsAvailable"
+"""ScalingActive=True: the last decision was taken on fresh metrics."""
+REASON_METRICS_STALE = "MetricsStale"
+"""ScalingActive=False: the metrics source failed or is stale, so the pool holds its size."""
 AUTOSCALER_LEASE = "headway-autoscaler"

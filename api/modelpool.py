@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from headway.api.camel import CAMEL_CASE
 from headway.api.labels import GROUP
+from headway.api.status import ModelPoolStatus
 
 VERSION = "v1alpha1"
 KIND = "ModelPool"
@@ -35,12 +36,7 @@ def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, st
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        populate_by_name=True,
-        alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
-    )
+    model_config = CAMEL_CASE
 
 
 class ModelSpec(_Spec):
@@ -114,23 +110,32 @@ class Slo(_Spec):
 
 
 class ScorerWeights(_Spec):
+    """Weights of the presets' scorers (gateway/routing/profiles.py maps each to its plugin). 0 removes a
+    scorer's vote."""
+
     prefix: float = Field(10.0, ge=0, le=100, description="Precise prefix-cache match from the KV index.")
-    approx_prefix: float = Field(0.0, ge=0, le=100, description="Prefix match from routing history.")
+    approx_prefix: float | None = Field(
+        None, ge=0, le=100, description="approx-prefix: prefix match from routing history (default: the prefix weight)."
+    )
     queue: float = Field(2.0, ge=0, le=100, description="Waiting-queue depth.")
     kv_utilization: float = Field(2.0, ge=0, le=100, description="Engine KV-cache usage.")
-    in_flight: float = Field(0.0, ge=0, le=100, description="Requests in flight from this gateway.")
+    in_flight: float = Field(1.0, ge=0, le=100, description="Requests in flight from this gateway.")
     prefill_backlog: float = Field(
         2.0,
         ge=0,
         le=100,
         description="Uncached prompt tokens queued ahead of the request on the endpoint plus its own (predicted TTFT).",
     )
-    cost: float = Field(0.0, ge=0, le=100, description="GPU cost of the endpoint's variant.")
+    cost: float = Field(
+        0.0, ge=0, le=100, description="Price of the endpoint's variant (costPerGpuHourUsd × gpusPerReplica)."
+    )
 
 
 class Routing(_Spec):
     strategy: RoutingStrategy = Field("kv-aware", description="Routing preset.")
-    weights: ScorerWeights = Field(default_factory=ScorerWeights, description="Scorer weights of kv-aware.")
+    weights: ScorerWeights = Field(
+        default_factory=ScorerWeights, description="Scorer weights of kv-aware and approx-prefix."
+    )
 
 
 class Autoscaling(_Spec):
@@ -171,7 +176,7 @@ class ModelPoolSpec(_Spec):
 
 
 class ModelPool(BaseModel):
-    """A pool as read from the API: name, namespace, generation and the validated spec."""
+    """A pool as read from the API: name, namespace, generation, and the validated spec and status."""
 
     model_config = ConfigDict(frozen=True)
     name: str
@@ -179,16 +184,19 @@ class ModelPool(BaseModel):
     uid: str = ""
     generation: int = 0
     spec: ModelPoolSpec
-    status: dict[str, Any] = Field(default_factory=dict)
+    status: ModelPoolStatus = Field(default_factory=ModelPoolStatus)
 
     @classmethod
     def from_body(cls, body: Any) -> ModelPool:
+        """Validates spec and status in one go, so an error's location starts with `spec` or `status`."""
         meta = body["metadata"]
-        return cls(
-            name=meta["name"],
-            namespace=meta["namespace"],
-            uid=meta.get("uid", ""),
-            generation=meta.get("generation", 0),
-            spec=ModelPoolSpec.model_validate(dict(body["spec"])),
-            status=dict(body.get("status") or {}),
+        return cls.model_validate(
+            {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+                "generation": meta.get("generation", 0),
+                "spec": dict(body["spec"]),
+                "status": dict(body.get("status") or {}),
+            }
         )

@@ -19,15 +19,10 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from headway.api.events import build_event, now_iso
-from headway.api.labels import (
-    AUTOSCALER_LEASE,
-    CONDITION_SCALING_ACTIVE,
-    GROUP,
-    POOL_LABEL,
-    VARIANT_LABEL,
-)
+from headway.api.events import build_event
+from headway.api.labels import AUTOSCALER_LEASE, CONDITION_SCALING_ACTIVE, GROUP, POOL_LABEL, VARIANT_LABEL
 from headway.api.modelpool import PLURAL, VERSION, ModelPool
+from headway.api.status import AutoscalingStatus, ModelPoolStatus, find_condition
 from headway.autoscaler.capacity import CapacityProfile
 from headway.autoscaler.config import AutoscalerConfig
 from headway.autoscaler.errors import MetricsUnavailable
@@ -37,6 +32,7 @@ from headway.autoscaler.policy import Decision, Observation, PolicyState, Varian
 from headway.autoscaler.provisioning import Provisioning, variant_provisioning
 from headway.autoscaler.slo import attainment, quantile
 from headway.autoscaler.sources import DirectSource, EnginePod, PoolMetrics, PrometheusSource, mix_of
+from headway.autoscaler.status import build_autoscaling_status, slo_status
 
 log = logging.getLogger("headway.autoscaler")
 COMPONENT = "headway-autoscaler"
@@ -109,13 +105,6 @@ class LeaderElector:
 
 
 # ----- the loop
-def _slo_status(attained: float | None, target: float, stale: bool) -> str:
-    """`Met`/`Breached` against the pool's attainment target over the last window; `Unknown` without data."""
-    if stale or attained is None:
-        return "Unknown"
-    return "Met" if attained >= target else "Breached"
-
-
 def _pod_ready(p: Mapping[str, Any]) -> bool:
     if p["metadata"].get("deletionTimestamp"):
         return False
@@ -231,8 +220,8 @@ class Controller:
         if not pool.spec.autoscaling.enabled:
             return None
         now = self.clock()
-        auto = pool.status.get("autoscaling") or {}
-        known = {k: p for k, d in (auto.get("provisioning") or {}).items() if (p := Provisioning.from_status(d))}
+        auto = pool.status.autoscaling or AutoscalingStatus()
+        known = {k: p for k, d in (auto.provisioning or {}).items() if (p := Provisioning.from_status(d))}
         variants, engines, provisioning = self.variant_states(pool, known)
         m: PoolMetrics | None = None
         stale = ""
@@ -268,7 +257,7 @@ class Controller:
             attainment=att.value if att else None,
             stale_reason=stale,
         )
-        state = PolicyState.from_dict(auto.get("state"))
+        state = PolicyState.from_dict(auto.state)
         decision, new_state = decide(
             pool.spec.autoscaling,
             variants,
@@ -288,43 +277,23 @@ class Controller:
         pool: ModelPool,
         d: Decision,
         state: PolicyState,
-        old: Mapping[str, Any],
+        old: AutoscalingStatus,
         attained: float | None,
         provisioning: Mapping[str, Provisioning],
     ) -> None:
-        now = now_iso()
-        active = {
-            "type": CONDITION_SCALING_ACTIVE,
-            "status": "False" if d.stale else "True",
-            "reason": d.reason if d.stale else "MetricsAvailable",
-            "message": d.message if d.stale else "deciding from fresh metrics",
-        }
-        prev = next((c for c in old.get("conditions") or [] if c.get("type") == CONDITION_SCALING_ACTIVE), None)
-        active["lastTransitionTime"] = (
-            prev.get("lastTransitionTime", now) if prev and prev.get("status") == active["status"] else now
-        )
-        status: dict[str, Any] = {
-            "conditions": [active],
-            "state": state.to_dict(),
-            "provisioning": {k: p.to_status() for k, p in provisioning.items()},
-        }
-        if not d.stale:
-            status["variants"] = [{"name": k, "desiredReplicas": n} for k, n in d.desired.items()]
-            status["decision"] = {"time": now, **d.record()}
-        elif "decision" not in old:
-            status["variants"] = [{"name": k, "desiredReplicas": n} for k, n in d.desired.items()]
-        if d.stale:
-            status.pop("state")
+        status = build_autoscaling_status(d, state, old, provisioning, dt.datetime.fromtimestamp(self.clock(), dt.UTC))
+        slo = slo_status(attained, pool.spec.slo.attainment, d.stale)
         self.custom.patch_namespaced_custom_object_status(
             GROUP,
             VERSION,
             pool.namespace,
             PLURAL,
             pool.name,
-            {"status": {"autoscaling": status, "sloStatus": _slo_status(attained, pool.spec.slo.attainment, d.stale)}},
+            {"status": ModelPoolStatus(autoscaling=status, slo_status=slo).as_patch()},
             _content_type="application/merge-patch+json",
         )
-        flipped = prev is None or prev.get("status") != active["status"]
+        prev = find_condition(old.conditions, CONDITION_SCALING_ACTIVE)
+        flipped = prev is None or prev.status != ("False" if d.stale else "True")
         if d.changed or (flipped and d.stale):
             self.post_event(body, d.reason, d.message, warning=d.stale)
         log.info(

@@ -35,12 +35,15 @@ per variant and a record of why:
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from headway.api.labels import REASON_METRICS_STALE
 from headway.api.modelpool import Autoscaling
+from headway.api.status import DecisionRecord
 from headway.autoscaler.capacity import Bucket, GpuCapacity, LatencyPoint, correction
 from headway.autoscaler.forecast import Constant, Forecaster
 from headway.autoscaler.solver import VariantOption, solve
@@ -60,8 +63,8 @@ CORRECTION_SMOOTHING = 0.3
 BLOCK_S = 300.0
 """How long a variant whose pods were Unschedulable stays capped at its ready replicas."""
 
-# Decision reasons (CamelCase, as condition reasons are).
-REASON_METRICS_STALE = "MetricsStale"
+# Decision reasons (CamelCase, as condition reasons are). REASON_METRICS_STALE, imported above, is also
+# the reason of the ScalingActive condition, so it lives with the condition reasons in headway.api.
 REASON_SCALE_UP = "ScaleUp"
 REASON_PANIC = "PanicScaleUp"
 REASON_SCALE_DOWN = "ScaleDown"
@@ -158,16 +161,18 @@ class Decision:
     cost_per_hour_usd: float
     stale: bool = False
 
-    def record(self) -> dict[str, Any]:
-        """The decision as written to status: inputs, formula terms, chosen mix, cost, reason."""
-        return {
-            "reason": self.reason,
-            "message": self.message,
-            "inputs": self.inputs,
-            "terms": self.terms,
-            "mix": self.mix,
-            "costPerHourUsd": round(self.cost_per_hour_usd, 4),
-        }
+    def record(self, at: dt.datetime) -> DecisionRecord:
+        """The decision as written to status at wall-clock time `at`: inputs, formula terms, chosen mix,
+        cost, reason."""
+        return DecisionRecord(
+            time=at,
+            reason=self.reason,
+            message=self.message,
+            inputs=self.inputs,
+            terms=self.terms,
+            mix=self.mix,
+            cost_per_hour_usd=round(self.cost_per_hour_usd, 4),
+        )
 
 
 def _cost(v: VariantState) -> float:

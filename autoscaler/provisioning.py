@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from headway.api.status import ProvisioningStatus
+
 
 @dataclass(frozen=True)
 class Provisioning:
@@ -31,25 +33,20 @@ class Provisioning:
     def total_s(self) -> float:
         return self.scheduling_s + self.starting_s + self.loading_s
 
-    def to_status(self) -> dict[str, Any]:
-        return {
-            "schedulingSeconds": round(self.scheduling_s, 1),
-            "startingSeconds": round(self.starting_s, 1),
-            "loadingSeconds": round(self.loading_s, 1),
-            "totalSeconds": round(self.total_s, 1),
-            "pods": self.pods,
-        }
+    def to_status(self) -> ProvisioningStatus:
+        return ProvisioningStatus(
+            scheduling_seconds=round(self.scheduling_s, 1),
+            starting_seconds=round(self.starting_s, 1),
+            loading_seconds=round(self.loading_s, 1),
+            total_seconds=round(self.total_s, 1),
+            pods=self.pods,
+        )
 
     @classmethod
-    def from_status(cls, d: Mapping[str, Any] | None) -> Provisioning | None:
-        if not d:
+    def from_status(cls, p: ProvisioningStatus | None) -> Provisioning | None:
+        if p is None:
             return None
-        try:
-            return cls(
-                float(d["schedulingSeconds"]), float(d["startingSeconds"]), float(d["loadingSeconds"]), int(d["pods"])
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
+        return cls(p.scheduling_seconds, p.starting_seconds, p.loading_seconds, p.pods)
 
 
 def _time(value: Any) -> dt.datetime | None:

@@ -1,19 +1,20 @@
-"""The gateway: OpenAI-compatible routes, the request path, and the background tasks that feed routing.
+"""The gateway: aiohttp wiring, the request handler that ties the stages together, and the background
+tasks that feed routing.
 
-Request path: read the body once (capped), decode the routing fields once, tokenize once, pick, forward the
-original bytes, stream the answer back as it arrives. Retries go to the next-ranked endpoint and only
-before the first byte reaches the client; a stream cut after that ends with an error event, not a hang.
+A request: admission slot → read the body once (capped) → decode the routing fields once → route and
+router → exact prompt tokens → [hold while no endpoint can take it] → decide → forward the original
+bytes → relay the answer as it arrives (gateway/proxy.py). Where each stage lives:
+admission.py, openai.py, pools.py, tokens.py, routing/ (pipeline, registry, profiles, one file per
+plugin), proxy.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,91 +22,99 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from headway.api.modelpool import ScorerWeights
-from headway.api.shape import INPUT_EDGES, OUTPUT_EDGES, le_label
+from headway.api.aio import cancel_and_wait
+from headway.api.modelpool import Routing
+from headway.gateway.admission import Admission
 from headway.gateway.auth import ApiKeys, Authenticator
 from headway.gateway.config import GatewayConfig
+from headway.gateway.context import RequestContext
 from headway.gateway.endpoints import Endpoint, scrape_forever
-from headway.gateway.errors import (
-    BodyTooLarge,
-    GatewayError,
-    InvalidRequest,
-    ModelNotFound,
-    NoReadyEndpoint,
-    Overloaded,
-    UpstreamFailed,
-)
+from headway.gateway.errors import BodyTooLarge, GatewayError, ModelNotFound
 from headway.gateway.metrics import GatewayMetrics
-from headway.gateway.openai import ChatFields, GeneratedTokens, parse_routing_fields, prompt_texts
-from headway.gateway.pools import PoolRoute, make_route, tokenizer_for
-from headway.gateway.routing.custom import Router, parse_router_specs
-from headway.gateway.routing.pipeline import STRATEGIES, Decision
-from headway.gateway.routing.plugins import DEFAULT_BLOCK_SIZE
-from headway.gateway.routing.types import RoutingRequest
+from headway.gateway.openai import parse_routing_fields, prompt_texts
+from headway.gateway.pools import STRATEGY_HEADER, EndpointInfo, PoolInfo, RouteTable
+from headway.gateway.proxy import CLIENT_GONE, Proxy
+from headway.gateway.routing.blocks import BlockSizes
+from headway.gateway.routing.custom import RouterContext, parse_router_specs
+from headway.gateway.routing.pipeline import build_router
+from headway.gateway.routing.profiles import PRESETS, preset
+from headway.gateway.routing.types import Router, RoutingRequest
+from headway.gateway.tokens import PromptTokens
+from headway.gateway.workers import HubLink
 from headway.kvcache.index import InMemoryIndex
 from headway.kvcache.metrics import KvCacheMetrics
 from headway.kvcache.redis_index import RedisLookup, RedisMirror
 from headway.kvcache.subscriber import KvEventIngest, subscribe
-from headway.kvcache.tokenizer import ChatTemplateError, ModelTokenizer
 
 log = logging.getLogger(__name__)
-STRATEGY_HEADER = "x-headway-strategy"
-DEBUG_HEADER = "x-headway-debug"
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "server", "date"}
-_HISTORY_TTL_S = 120.0
-
-
-class _Unreachable(NoReadyEndpoint):
-    """Every endpoint tried refused the connection or timed out before answering."""
+SERVE_OPTIONS: dict[str, Any] = {"handler_cancellation": True, "access_log": None}
+"""How the gateway's app is served: a client that hangs up cancels its handler at once, which releases
+the upstream request (aborting it in the engine) and the admission slot, even while the engine is still
+silent (queueing, prefill)."""
 
 
 class Gateway:
-    def __init__(self, cfg: GatewayConfig, *, rng: random.Random | None = None) -> None:
+    def __init__(self, cfg: GatewayConfig, *, rng: random.Random | None = None, hub: HubLink | None = None) -> None:
+        """`hub`: this is one of several worker processes; the hub feeds its index and mirrors to Redis
+        (gateway/workers.py)."""
         self.cfg = cfg
-        self.rng = rng
         self.registry = CollectorRegistry(auto_describe=True)
         self.metrics = GatewayMetrics(self.registry)
         self.index = InMemoryIndex()
         self.history = InMemoryIndex()
         self.ingest = KvEventIngest(self.index, KvCacheMetrics(self.registry), replay_port=cfg.kv_replay_port)
-        self.routes: dict[str, PoolRoute] = {}
-        self.custom_routers = parse_router_specs(cfg.routers, STRATEGIES)
+        self.block_sizes = BlockSizes(self.ingest.block_sizes)
+        self.hub = hub
         self.mirror: RedisMirror | None = None
-        self.shared: RedisLookup | None = None
-        if cfg.redis_url:
+        shared = RedisLookup(cfg.redis_url) if cfg.redis_url else None
+        if hub is not None:
+            self.index.listener = hub.sender
+        elif cfg.redis_url:
             self.mirror = RedisMirror(cfg.redis_url, self.registry)
             self.mirror.index = self.index
             self.index.listener = self.mirror
-            self.shared = RedisLookup(cfg.redis_url)
-        if cfg.discovery == "static":
-            assert cfg.model is not None
-            route = self.new_route(cfg.model, cfg.strategy, cfg.weights, tokenizer_for(cfg.tokenizer))
-            route.endpoints = [Endpoint(u.rstrip("/")) for u in cfg.endpoints]
-            if cfg.tokenizer and not route.tokenizer.exact:
-                raise ValueError(f"--tokenizer {cfg.tokenizer}: no tokenizer.json there")
-            self.routes[cfg.model] = route
-        self.auth = Authenticator(ApiKeys.load(Path(cfg.api_keys_file)), cfg.redis_url) if cfg.api_keys_file else None
-        self.in_flight = 0
-        self.session: aiohttp.ClientSession | None = None
-
-    def new_route(self, model: str, strategy: str, weights: ScorerWeights, tokenizer: ModelTokenizer) -> PoolRoute:
-        return make_route(
-            model,
-            strategy,
-            weights,
-            tokenizer,
+        self.deps = RouterContext(
             index=self.index,
             history=self.history,
-            block_sizes=self.ingest.block_sizes,
-            stale_after_s=self.cfg.stale_after_s,
-            load_bound=self.cfg.load_bound,
-            rng=self.rng,
+            block_sizes=self.block_sizes,
+            stale_after_s=cfg.stale_after_s,
+            load_bound=cfg.load_bound,
+            rng=rng or random.Random(),  # noqa: S311 - tie-breaking, not secrets
+            shared=shared,
             observe_lookup_s=self.ingest.metrics.lookup.observe,
-            custom=self.custom_routers,
         )
+        self.custom_routers = parse_router_specs(cfg.routers, (*PRESETS, *cfg.profiles))
+        self.routes = RouteTable(self.build_routers, on_endpoint_gone=lambda e: self.ingest.forget_pod(e.id))
+        self.admission = Admission(cfg.max_in_flight, cfg.hold_s, self.metrics)
+        self.tokens = PromptTokens(stale_after_s=cfg.stale_after_s, tokenize_s=cfg.timeouts.tokenize_s)
+        self.proxy = Proxy(cfg, self.metrics, index=self.index, history=self.history, block_sizes=self.block_sizes)
+        self.auth = Authenticator(ApiKeys.load(Path(cfg.api_keys_file)), cfg.redis_url) if cfg.api_keys_file else None
+        self.session: aiohttp.ClientSession | None = None
+        if cfg.discovery == "static":
+            assert cfg.model is not None
+            route = self.routes.apply(
+                PoolInfo(
+                    ("", cfg.model),
+                    cfg.model,
+                    Routing(strategy="kv-aware", weights=cfg.weights),
+                    cfg.tokenizer,
+                    tuple(EndpointInfo(u.rstrip("/")) for u in cfg.endpoints),
+                    strategy=cfg.strategy,
+                )
+            )
+            if cfg.tokenizer and not route.tokenizer.exact:
+                raise ValueError(f"--tokenizer {cfg.tokenizer}: no tokenizer.json there")
+
+    def build_routers(self, routing: Routing) -> Mapping[str, Router]:
+        """Every router a pool offers: the presets under its weights, the configured profiles, and the
+        custom routers — all built through the one plugin registry."""
+        routers: dict[str, Router] = {s: build_router(s, preset(s, routing.weights), self.deps) for s in PRESETS}
+        routers.update({name: build_router(name, p, self.deps) for name, p in self.cfg.profiles.items()})
+        routers.update({name: factory(self.deps) for name, factory in self.custom_routers.items()})
+        return routers
 
     def all_endpoints(self) -> list[Endpoint]:
-        return [e for r in list(self.routes.values()) for e in r.endpoints]
+        return self.routes.endpoints()
 
     # ----- wiring
     def app(self) -> web.Application:
@@ -121,25 +130,24 @@ class Gateway:
     async def _background(self, _app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=30)
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        self.proxy.session = self.tokens.session = self.session
         tasks = [asyncio.create_task(scrape_forever(self.all_endpoints, self.session, self.cfg.scrape_interval_s))]
         if self.mirror is not None:
             tasks.append(asyncio.create_task(self.mirror.run()))
-        if self.shared is not None:
-            tasks.append(asyncio.create_task(self.shared.warm()))
+        if self.deps.shared is not None:
+            tasks.append(asyncio.create_task(self.deps.shared.warm()))
         if self.cfg.discovery == "kubernetes":
             from headway.gateway.discovery import KubernetesDiscovery
 
-            tasks.append(asyncio.create_task(KubernetesDiscovery(self, self.cfg.namespaces).run()))
-        if self.cfg.kv_events_bind:
+            tasks.append(asyncio.create_task(KubernetesDiscovery(self.routes, self.cfg.namespaces).run()))
+        if self.hub is not None:
+            tasks.append(asyncio.create_task(self.hub.follow(self.index, self.ingest.block_sizes)))
+        elif self.cfg.kv_events_bind:
             tasks.append(asyncio.create_task(subscribe(self.cfg.kv_events_bind, self.ingest)))
         yield
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        if self.shared is not None:
-            await self.shared.close()
+        await cancel_and_wait(tasks)
+        if self.deps.shared is not None:
+            await self.deps.shared.close()
         await self.session.close()
 
     @web.middleware
@@ -153,21 +161,56 @@ class Gateway:
 
     # ----- small routes
     async def models(self, _request: web.Request) -> web.Response:
-        data = [{"id": m, "object": "model", "owned_by": "headway"} for m in sorted(self.routes)]
+        data = [{"id": m, "object": "model", "owned_by": "headway"} for m in sorted(self.routes.routes)]
         return web.json_response({"object": "list", "data": data})
 
     async def healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def metrics_endpoint(self, _request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        registry = self.registry
+        if self.hub is not None:  # every worker's and the hub's values, from prometheus_client's files
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # ----- the request path
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._proxy(request, chat=False)
+        return await self._handle(request, chat=False)
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._proxy(request, chat=True)
+        return await self._handle(request, chat=True)
+
+    async def _handle(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+        started = time.perf_counter()
+        key = self.auth.authenticate(request.headers.get("Authorization")) if self.auth else None
+        with self.admission.slot():
+            body = await self._read_body(request)
+            fields = parse_routing_fields(body, chat=chat)
+            route = self.routes.get(fields.model)
+            if route is None:
+                raise ModelNotFound(f"The model `{fields.model}` does not exist.", "model")
+            name, router = route.router_for(request.headers.get(STRATEGY_HEADER))
+            ctx = RequestContext(request, body, fields, route, name, router, started)
+            ctx.routing = RoutingRequest(fields.model, await self.tokens.of(route, fields), *prompt_texts(fields))
+            if key is not None and self.auth is not None:
+                await self.auth.charge(key, len(ctx.routing.tokens) + (fields.max_tokens or 16))
+            code = 502
+            try:
+                resp = await self.admission.hold(ctx, self.proxy.attempt)
+                code = ctx.outcome or resp.status
+                return resp
+            except GatewayError as e:
+                code = e.status
+                raise
+            except asyncio.CancelledError:  # the client hung up (SERVE_OPTIONS: handler_cancellation)
+                code = CLIENT_GONE
+                raise
+            finally:
+                self.metrics.requests.labels(name, str(code)).inc()
+                self.metrics.duration.labels(name).observe(time.perf_counter() - started)
 
     async def _read_body(self, request: web.Request) -> bytes:
         if request.content_length is not None and request.content_length > self.cfg.max_body_bytes:
@@ -176,243 +219,3 @@ class Gateway:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise BodyTooLarge(f"request body over {self.cfg.max_body_bytes} bytes", "body") from None
-
-    async def _tokens(self, route: PoolRoute, fields: Any) -> list[int]:
-        """Exact prompt tokens: the model's tokenizer and chat template, else the engine's /tokenize."""
-        if isinstance(fields, ChatFields):
-            messages = [{"role": m.role, "content": m.content} for m in fields.messages]
-            if not route.tokenizer.exact:
-                return await self._engine_tokens(route, {"model": route.model, "messages": messages})
-            try:
-                return route.tokenizer.encode_chat(messages)
-            except ChatTemplateError as e:
-                raise InvalidRequest(str(e), "messages") from None
-        prompt = fields.prompt
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
-            prompt = prompt[0]
-        if isinstance(prompt, str):
-            if not route.tokenizer.exact:
-                return await self._engine_tokens(route, {"model": route.model, "prompt": prompt})
-            return route.tokenizer.encode(prompt)
-        if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
-            return list(prompt)
-        if prompt is None:
-            raise InvalidRequest("prompt is required", "prompt")
-        if isinstance(prompt, list) and all(isinstance(p, (str, list)) for p in prompt):
-            return []  # a batch of prompts: routed without prefix information, validated by the engine
-        raise InvalidRequest("prompt must be a string, token ids, or a list of those", "prompt")
-
-    async def _engine_tokens(self, route: PoolRoute, body: dict[str, Any]) -> list[int]:
-        """Ask a fresh engine to tokenize (no tokenizer file here); no prefix routing if none can."""
-        assert self.session is not None
-        now = time.monotonic()
-        for ep in [e for e in route.endpoints if e.routable(now, self.cfg.stale_after_s)][:2]:
-            try:
-                async with self.session.post(
-                    f"{ep.url}/tokenize", json=body, timeout=aiohttp.ClientTimeout(total=5)
-                ) as r:
-                    if r.status == 200:
-                        return list((await r.json())["tokens"])
-                    if r.status == 400:
-                        raise InvalidRequest((await r.json()).get("error", {}).get("message", "invalid request"))
-            except (aiohttp.ClientError, TimeoutError, KeyError, ValueError):
-                continue
-        return []
-
-    def _strategy(self, request: web.Request, route: PoolRoute) -> str:
-        strategy = request.headers.get(STRATEGY_HEADER, route.strategy)
-        if strategy not in route.pipelines:
-            raise InvalidRequest(
-                f"unknown routing strategy {strategy!r}; known: {', '.join(route.pipelines)}", STRATEGY_HEADER
-            )
-        return strategy
-
-    def _keys_for(self, rr: RoutingRequest, ep: Endpoint) -> list[int]:
-        return rr.keys(self.ingest.block_sizes.get(ep.id) or ep.block_size or DEFAULT_BLOCK_SIZE)
-
-    def _speculate(self, rr: RoutingRequest, ep: Endpoint, router: Router) -> None:
-        """Called at the first body byte: the engine has computed the prompt's blocks by then, and its
-        events may still be in flight. Not at routing time: requests arriving together would all be sent
-        after a prefix that no engine holds yet, and pile onto one engine for nothing."""
-        if self.cfg.speculative_ttl_s and getattr(router, "speculative", True):
-            self.index.speculate(ep.id, self._keys_for(rr, ep), self.cfg.speculative_ttl_s)
-
-    async def _proxy(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
-        t0 = time.perf_counter()
-        key = self.auth.authenticate(request.headers.get("Authorization")) if self.auth else None
-        body = await self._read_body(request)
-        fields = parse_routing_fields(body, chat=chat)
-        route = self.routes.get(fields.model)
-        if route is None:
-            raise ModelNotFound(f"The model `{fields.model}` does not exist.", "model")
-        strategy = self._strategy(request, route)
-        if self.in_flight >= self.cfg.max_in_flight:
-            raise Overloaded(f"{self.in_flight} requests in flight; retry shortly")
-        rr = RoutingRequest(fields.model, await self._tokens(route, fields), *prompt_texts(fields))
-        if key is not None and self.auth is not None:
-            await self.auth.charge(key, len(rr.tokens) + (fields.max_tokens or 16))
-        code = 502
-        try:
-            resp = await self._route_and_forward(request, body, rr, route, strategy, stream=bool(fields.stream), t0=t0)
-            code = resp.status
-            return resp
-        except GatewayError as e:
-            code = e.status
-            raise
-        finally:
-            self.metrics.requests.labels(strategy, str(code)).inc()
-            self.metrics.duration.labels(strategy).observe(time.perf_counter() - t0)
-
-    async def _route_and_forward(
-        self,
-        request: web.Request,
-        body: bytes,
-        rr: RoutingRequest,
-        route: PoolRoute,
-        strategy: str,
-        *,
-        stream: bool,
-        t0: float,
-    ) -> web.StreamResponse:
-        """Pick and forward; when no endpoint can take the request (none ready, all stale, ejected or
-        unreachable, or a pool at zero) wait for one up to `hold_s`, then answer 503 with Retry-After.
-        Holding is how a request survives an engine restart or a scale-up from zero."""
-        deadline = time.monotonic() + self.cfg.hold_s
-        held, reason = False, "no ready endpoint"
-        while True:
-            if self.shared is not None and strategy == "kv-aware":
-                await self._read_shared(rr, route)
-            router = route.pipelines[strategy]
-            decision = router.decide(rr, route.endpoints)
-            if not held:
-                self.metrics.routing.labels(strategy).observe(time.perf_counter() - t0)
-            if decision.ranked:
-                try:
-                    return await self._forward(request, body, rr, router, decision, strategy, stream=stream)
-                except _Unreachable as e:
-                    reason = str(e)
-            if time.monotonic() >= deadline:
-                raise NoReadyEndpoint(f"{reason} for model {rr.model} after waiting {self.cfg.hold_s:.0f}s")
-            if not held:
-                held = True
-                self.metrics.held.labels(rr.model).inc()
-            await asyncio.sleep(0.1)
-
-    def _count_shape(self, rr: RoutingRequest, status: int, generated: GeneratedTokens) -> None:
-        out = generated.total() if status == 200 else None
-        if out is not None:
-            self.metrics.shapes.labels(
-                rr.model, le_label(len(rr.tokens), INPUT_EDGES), le_label(out, OUTPUT_EDGES)
-            ).inc()
-
-    async def _read_shared(self, rr: RoutingRequest, route: PoolRoute) -> None:
-        """Cached prefixes other replicas know of, read from Redis before scoring (skipped if it is down)."""
-        assert self.shared is not None
-        by_size: dict[int, list[str]] = {}
-        for ep in route.endpoints:
-            by_size.setdefault(self.ingest.block_sizes.get(ep.id) or ep.block_size or DEFAULT_BLOCK_SIZE, []).append(
-                ep.id
-            )
-        for size, pods in by_size.items():
-            matched = await self.shared.longest_prefix(rr.keys(size), pods)
-            if matched is not None:
-                rr.shared_matches[size] = matched
-
-    async def _forward(
-        self,
-        request: web.Request,
-        body: bytes,
-        rr: RoutingRequest,
-        router: Router,
-        decision: Decision,
-        strategy: str,
-        *,
-        stream: bool,
-    ) -> web.StreamResponse:
-        assert self.session is not None
-        t = self.cfg.timeouts
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=max(t.first_byte_s, t.idle_s))
-        headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
-        last_error, answered = "no endpoint tried", False
-        for attempt, ep in enumerate(decision.ranked[: 1 + self.cfg.max_retries]):
-            if attempt:
-                self.metrics.retries.labels("upstream").inc()
-            try:
-                upstream = await self.session.post(
-                    f"{ep.url}{request.path}", data=body, headers=headers, timeout=timeout
-                )
-            except (aiohttp.ClientConnectionError, TimeoutError) as e:
-                ep.eject(time.monotonic())
-                last_error = f"{ep.id}: {type(e).__name__}"
-                continue
-            if upstream.status >= 500:
-                answered = True
-                last_error = f"{ep.id}: HTTP {upstream.status}"
-                upstream.release()
-                ep.eject(time.monotonic())
-                continue
-            return await self._relay(request, upstream, rr, ep, router, decision, strategy, stream=stream)
-        if answered:
-            raise UpstreamFailed(f"every endpoint tried failed before answering ({last_error})")
-        raise _Unreachable(f"no endpoint reachable ({last_error})")
-
-    async def _relay(
-        self,
-        request: web.Request,
-        upstream: aiohttp.ClientResponse,
-        rr: RoutingRequest,
-        ep: Endpoint,
-        router: Router,
-        decision: Decision,
-        strategy: str,
-        *,
-        stream: bool,
-    ) -> web.StreamResponse:
-        matched = (decision.scores.get(ep.id) or {}).get("prefix", 0.0)
-        self.metrics.picks.labels(strategy, "yes" if matched > 0 else "no").inc()
-        self.history.speculate(ep.id, self._keys_for(rr, ep), _HISTORY_TTL_S)  # routing history: approx-prefix
-        if (routed := getattr(router, "routed", None)) is not None:
-            routed(rr, ep)
-        if self.cfg.pending_ttl_s and getattr(router, "speculative", True):
-            self.index.speculate(ep.id, self._keys_for(rr, ep), self.cfg.pending_ttl_s)
-        ep.in_flight += 1
-        self.in_flight += 1
-        self.metrics.in_flight.labels(rr.model).inc()
-        backlog = rr.uncached_tokens(ep.id)
-        ep.prefill_backlog += backlog
-        try:
-            resp = web.StreamResponse(
-                status=upstream.status,
-                headers={k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP},
-            )
-            if request.headers.get(DEBUG_HEADER):
-                resp.headers["x-headway-endpoint"] = ep.id
-                resp.headers["x-headway-scores"] = json.dumps(decision.scores.get(ep.id, {}), separators=(",", ":"))
-            await resp.prepare(request)
-            generated = GeneratedTokens(stream=stream, chat=request.path.endswith("/chat/completions"))
-            try:
-                first = True
-                async for chunk in upstream.content.iter_any():
-                    await resp.write(chunk)
-                    generated.feed(chunk)
-                    if first:
-                        self._speculate(rr, ep, router)
-                        ep.prefill_backlog -= backlog
-                        backlog, first = 0, False
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as e:
-                ep.eject(time.monotonic())
-                if stream:
-                    err = UpstreamFailed(f"the engine {ep.id} failed mid-stream: {type(e).__name__}")
-                    await resp.write(b"data: " + err.body() + b"\n\ndata: [DONE]\n\n")
-                else:
-                    raise
-            else:
-                self._count_shape(rr, upstream.status, generated)
-            await resp.write_eof()
-            return resp
-        finally:
-            upstream.release()
-            ep.prefill_backlog -= backlog
-            ep.in_flight -= 1
-            self.in_flight -= 1
-            self.metrics.in_flight.labels(rr.model).dec()

@@ -7,18 +7,29 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from headway.api.modelpool import ScorerWeights
-from headway.gateway.routing.pipeline import STRATEGIES
+from headway.gateway.routing.profiles import PRESETS, PluginRef
 
 
 class UpstreamTimeouts(BaseModel, frozen=True, extra="forbid"):
+    """Each phase of a call to an engine has its own limit; a stream has no total (it may run as long as
+    it keeps sending)."""
+
     connect_s: float = Field(2.0, gt=0, description="TCP connect to an engine pod.")
-    first_byte_s: float = Field(300.0, gt=0, description="Until headers: engine queueing plus prefill.")
-    idle_s: float = Field(60.0, gt=0, description="Longest silence between streamed chunks.")
+    first_byte_s: float = Field(
+        300.0, gt=0, description="Until the first byte of the answer: engine queueing plus prefill."
+    )
+    idle_s: float = Field(60.0, gt=0, description="Longest silence between two chunks of an answer.")
+    total_s: float = Field(
+        900.0, gt=0, description="Whole non-streamed answer (streams have no total, only first_byte_s and idle_s)."
+    )
+    tokenize_s: float = Field(
+        5.0, gt=0, description="Whole /tokenize call to an engine, when the gateway has no tokenizer file."
+    )
 
 
 class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
     host: str = Field("127.0.0.1", description="Listen address.")
-    port: int = Field(8080, ge=1, le=65535)
+    port: int = Field(8080, ge=1, le=65535, description="Listen port.")
     discovery: Literal["static", "kubernetes"] = Field(
         "static", description="static: one model on a fixed list of engines; kubernetes: every ModelPool's Ready pods."
     )
@@ -28,8 +39,11 @@ class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
         (), description="static discovery: engine base URLs, e.g. http://127.0.0.1:8001."
     )
     tokenizer: str | None = Field(None, description="Directory with the model's tokenizer.json.")
-    strategy: str = Field("kv-aware", description="A preset, or the name of a custom router.")
+    strategy: str = Field("kv-aware", description="A preset, a --profiles name, or a --router name.")
     routers: tuple[str, ...] = Field((), description="Custom routers: NAME=module:factory or NAME=file.py:factory.")
+    profiles: dict[str, tuple[PluginRef, ...]] = Field(
+        default_factory=dict, description="Named routing profiles: plugins in order, with weights and params."
+    )
     weights: ScorerWeights = Field(default_factory=ScorerWeights)
     kv_events_bind: str | None = Field(None, description="ZMQ endpoint to bind for engines' KV events.")
     api_keys_file: str | None = Field(None, description="API keys (hashed) and their limits; none: no auth.")
@@ -56,8 +70,15 @@ class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
         "(the autoscaler scales a pool up from zero meanwhile).",
     )
     max_retries: int = Field(2, ge=0, le=5, description="Other endpoints tried before the first byte.")
-    max_body_bytes: int = Field(16 * 1024**2, ge=1024)
+    max_body_bytes: int = Field(16 * 1024**2, ge=1024, description="Largest request body accepted (413 beyond).")
     max_in_flight: int = Field(4096, ge=1, description="Requests in flight before new ones get 429.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes sharing the port (SO_REUSEPORT), fed one KV index by a hub process; "
+        "max_in_flight is split among them.",
+    )
     load_bound: float = Field(1.5, ge=1.0, description="Skip endpoints above this × mean in-flight (+1).")
     timeouts: UpstreamTimeouts = Field(default_factory=UpstreamTimeouts)
 
@@ -65,7 +86,10 @@ class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
     def _static_needs_model_and_endpoints(self) -> GatewayConfig:
         if self.discovery == "static" and (not self.model or not self.endpoints):
             raise ValueError("static discovery needs --model and at least one --endpoint")
-        names = {*STRATEGIES, *(r.partition("=")[0] for r in self.routers)}
+        taken = set(PRESETS) & set(self.profiles)
+        if taken:
+            raise ValueError(f"profiles: {', '.join(sorted(taken))} is a preset's name")
+        names = {*PRESETS, *self.profiles, *(r.partition("=")[0] for r in self.routers)}
         if self.strategy not in names:
             raise ValueError(f"unknown routing strategy {self.strategy!r}; known: {', '.join(sorted(names))}")
         return self

@@ -1,33 +1,29 @@
 """Kubernetes discovery: every ModelPool becomes a route, its Ready engine pods the route's endpoints.
 
-Watches (never polls) ModelPools and the pods carrying the pool label. A pod is an endpoint while it has
-an IP, is Ready and is not terminating: the same rule the EndpointSlice controller applies. Pods, not
-EndpointSlices, because a pod's labels also say its variant and the watch sees termination at once.
-The official client is synchronous, so each watch runs in a thread and hands changes to the event loop.
+It describes what it sees (`PoolInfo`) and hands that to a sink, the gateway's route table, which owns
+the routes. Watches (never polls) ModelPools and the pods carrying the pool label. A pod is an endpoint
+while it has an IP, is Ready and is not terminating: the same rule the EndpointSlice controller applies.
+Pods, not EndpointSlices, because a pod's labels also say its variant and the watch sees termination at
+once. The official client is synchronous, so each watch runs in a thread and hands changes to the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from pydantic import ValidationError
 
-from headway.api import POOL_LABEL
+from headway.api import POOL_LABEL, VARIANT_LABEL
 from headway.api.labels import GROUP
 from headway.api.modelpool import PLURAL, VERSION, ModelPoolSpec
-from headway.gateway.endpoints import Endpoint
-from headway.gateway.pools import tokenizer_for
-
-if TYPE_CHECKING:
-    from headway.gateway.app import Gateway
+from headway.gateway.pools import EndpointInfo, PoolInfo, PoolKey
 
 log = logging.getLogger(__name__)
 DEFAULT_ENGINE_PORT = 8000
@@ -57,12 +53,18 @@ def endpoint_url(pod: dict[str, Any]) -> str | None:
     return f"http://{st['podIP']}:{port}"
 
 
+class PoolSink(Protocol):
+    def apply(self, info: PoolInfo) -> object: ...
+
+    def remove(self, key: PoolKey) -> None: ...
+
+
 class KubernetesDiscovery:
-    def __init__(self, gateway: Gateway, namespaces: tuple[str, ...]) -> None:
-        self.gw = gateway
+    def __init__(self, sink: PoolSink, namespaces: tuple[str, ...]) -> None:
+        self.sink = sink
         self.namespaces = namespaces or (None,)
-        self.pools: dict[tuple[str, str], str] = {}  # (namespace, pool) → model
-        self.pods: dict[tuple[str, str], dict[str, str]] = {}  # (namespace, pool) → pod uid → url
+        self.pools: dict[PoolKey, ModelPoolSpec] = {}
+        self.pods: dict[PoolKey, dict[str, tuple[str, str | None]]] = {}  # pool → pod uid → (url, variant)
         self._stop = threading.Event()
 
     async def run(self) -> None:
@@ -111,53 +113,47 @@ class KubernetesDiscovery:
     # ----- called on the event loop
     def on_pool(self, kind: str, body: dict[str, Any]) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        old_model = self.pools.get(key)
         if kind == "DELETED":
-            self.pools.pop(key, None)
-            if old_model:
-                self.gw.routes.pop(old_model, None)
+            if self.pools.pop(key, None) is not None:
+                self.sink.remove(key)
             return
         try:
             spec = ModelPoolSpec.model_validate(body.get("spec") or {})
         except ValidationError as e:
             log.warning("ignoring ModelPool %s/%s: %s", *key, str(e).splitlines()[0])
             return
-        model = spec.model.name
-        route = self.gw.routes.get(model)
-        if route is None or route.pool != key or route.strategy != spec.routing.strategy:
-            if old_model and old_model != model:
-                self.gw.routes.pop(old_model, None)
-            route = self.gw.new_route(
-                model,
-                spec.routing.strategy,
-                spec.routing.weights,
-                tokenizer_for(spec.model.tokenizer or spec.model.source),
-            )
-            route.pool = key
-            self.gw.routes[model] = route
-        self.pools[key] = model
-        self._sync_endpoints(key)
+        self.pools[key] = spec
+        self._publish(key)
 
     def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
-        key = (meta["namespace"], (meta.get("labels") or {}).get(POOL_LABEL, ""))
+        labels = meta.get("labels") or {}
+        key = (meta["namespace"], labels.get(POOL_LABEL, ""))
         pods = self.pods.setdefault(key, {})
         url = None if kind == "DELETED" else endpoint_url(pod)
         if url is None:
-            gone = pods.pop(meta["uid"], None)
-            if gone:
-                with contextlib.suppress(Exception):
-                    self.gw.ingest.forget_pod(gone.split("//", 1)[1])
+            pods.pop(meta["uid"], None)
         else:
-            pods[meta["uid"]] = url
-        self._sync_endpoints(key)
+            pods[meta["uid"]] = (url, labels.get(VARIANT_LABEL))
+        self._publish(key)
 
-    def _sync_endpoints(self, key: tuple[str, str]) -> None:
-        model = self.pools.get(key)
-        route = self.gw.routes.get(model) if model else None
-        if route is None:
+    def describe(self, key: PoolKey) -> PoolInfo | None:
+        """The pool as the gateway should route it: its spec and its Ready pods, priced by variant."""
+        spec = self.pools.get(key)
+        if spec is None:
+            return None
+        prices = {v.name: v.cost_per_gpu_hour_usd * v.gpus_per_replica for v in spec.variants}
+        endpoints = tuple(
+            EndpointInfo(url, variant, prices.get(variant) if variant and prices.get(variant) else None)
+            for url, variant in self.pods.get(key, {}).values()
+        )
+        return PoolInfo(key, spec.model.name, spec.routing, spec.model.tokenizer or spec.model.source, endpoints)
+
+    def _publish(self, key: PoolKey) -> None:
+        info = self.describe(key)
+        if info is None:
             return
-        wanted = set(self.pods.get(key, {}).values())
-        kept = [e for e in route.endpoints if e.url in wanted]
-        have = {e.url for e in kept}
-        route.endpoints = kept + [Endpoint(u) for u in sorted(wanted - have)]
+        try:
+            self.sink.apply(info)
+        except ValueError as e:
+            log.warning("ModelPool %s/%s not routed: %s", *key, e)

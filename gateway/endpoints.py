@@ -9,7 +9,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -35,11 +35,17 @@ class Endpoint:
     """Uncached prompt tokens of this gateway's requests the endpoint has not answered yet (still queued or
     prefilling): the work ahead of a new request's first token."""
     ejected_until: float = 0.0
+    variant: str | None = None
+    """The ModelPool variant the engine pod belongs to (Kubernetes discovery)."""
+    cost_per_hour_usd: float | None = None
+    """Its variant's price per replica-hour, for the cost scorer (None: unknown)."""
 
-    @property
-    def id(self) -> str:
-        """`ip:port`, the same id engines put in their KV-event topics."""
-        return urlsplit(self.url).netloc
+    id: str = field(init=False)
+    """`ip:port`, the same id engines put in their KV-event topics (derived from the URL once: every
+    routing decision reads it many times)."""
+
+    def __post_init__(self) -> None:
+        self.id = urlsplit(self.url).netloc
 
     def routable(self, now: float, stale_after_s: float) -> bool:
         return now - self.scraped_at <= stale_after_s and now >= self.ejected_until

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from headway.api.labels import (
+    METRIC_GATEWAY_ADMITTED,
     METRIC_GATEWAY_HELD,
     METRIC_GATEWAY_IN_FLIGHT,
     METRIC_GATEWAY_PICKS,
@@ -53,8 +54,14 @@ class GatewayMetrics:
         )
         self.predicted_hit_tokens = Counter(
             METRIC_GATEWAY_PREDICTED_HIT_TOKENS,
-            "Prompt tokens the index predicted cached on the chosen endpoint.",
+            "Prompt tokens the index predicted cached on the endpoint each request was sent to.",
             registry=registry,
+        )
+        self.admitted = Gauge(
+            METRIC_GATEWAY_ADMITTED,
+            "Requests holding an admission slot: from body read to the end of the answer, held ones included.",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.held = Counter(
             METRIC_GATEWAY_HELD, "Requests that waited for a ready endpoint, by model.", ("model",), registry=registry
@@ -71,4 +78,5 @@ class GatewayMetrics:
             "Requests in flight through this gateway, by model.",
             ("model",),
             registry=registry,
+            multiprocess_mode="livesum",
         )

@@ -1,34 +1,69 @@
-"""What the gateway routes: one PoolRoute per served model, its endpoints, tokenizer and routing presets.
+"""What the gateway routes: one PoolRoute per served model, and the table that keeps them current.
 
-Static discovery makes one route from the command line; Kubernetes discovery keeps one per ModelPool
-(spec.model.name → the pool's Ready engine pods, spec.routing → the default strategy and weights).
+Discovery (static or Kubernetes) describes each pool as a `PoolInfo` — model, routing spec, tokenizer
+source, endpoints — and hands it to `RouteTable.apply`; it never touches a route itself. The table
+rebuilds a pool's routers whenever its routing spec changes (strategy *or* weights), loads a tokenizer
+only when its source changes, and keeps each surviving endpoint's object (its load counters and
+ejection) across updates.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headway.api.modelpool import ScorerWeights
+from headway.api.modelpool import Routing
 from headway.gateway.endpoints import Endpoint
-from headway.gateway.routing.custom import Router, RouterContext, RouterFactory
-from headway.gateway.routing.pipeline import STRATEGIES, build_pipeline
-from headway.kvcache.index import InMemoryIndex
+from headway.gateway.errors import InvalidRequest
+from headway.gateway.routing.types import Router
 from headway.kvcache.tokenizer import ModelTokenizer
+
+PoolKey = tuple[str, str]
+"""(namespace, name) of a ModelPool; ("", model) for a static route."""
+STRATEGY_HEADER = "x-headway-strategy"
+
+
+@dataclass(frozen=True)
+class EndpointInfo:
+    url: str
+    variant: str | None = None
+    cost_per_hour_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """One pool as discovery sees it."""
+
+    key: PoolKey
+    model: str
+    routing: Routing
+    tokenizer: str | None
+    endpoints: tuple[EndpointInfo, ...]
+    strategy: str | None = None
+    """A router name that overrides routing.strategy (a --profiles or --router name; static discovery)."""
 
 
 @dataclass
 class PoolRoute:
     model: str
+    key: PoolKey
     strategy: str
-    pipelines: dict[str, Router]
-    """The presets and any custom routers, by name (the x-headway-strategy header picks one)."""
+    routers: Mapping[str, Router]
+    """The presets, profiles and custom routers, by name (the x-headway-strategy header picks one)."""
     tokenizer: ModelTokenizer
+    tokenizer_source: str | None
+    routing: Routing
     endpoints: list[Endpoint] = field(default_factory=list)
-    pool: tuple[str, str] | None = None
-    """(namespace, name) of the ModelPool, with Kubernetes discovery."""
+
+    def router_for(self, requested: str | None) -> tuple[str, Router]:
+        name = requested or self.strategy
+        router = self.routers.get(name)
+        if router is None:
+            raise InvalidRequest(
+                f"unknown routing strategy {name!r}; known: {', '.join(self.routers)}", STRATEGY_HEADER
+            )
+        return name, router
 
 
 def tokenizer_for(source: str | None) -> ModelTokenizer:
@@ -39,36 +74,71 @@ def tokenizer_for(source: str | None) -> ModelTokenizer:
     return ModelTokenizer(None, quiet=True)
 
 
-def make_route(
-    model: str,
-    strategy: str,
-    weights: ScorerWeights,
-    tokenizer: ModelTokenizer,
-    *,
-    index: InMemoryIndex,
-    history: InMemoryIndex,
-    block_sizes: dict[str, int],
-    stale_after_s: float,
-    load_bound: float,
-    rng: random.Random | None = None,
-    observe_lookup_s: Callable[[float], None] | None = None,
-    custom: Mapping[str, RouterFactory] | None = None,
-) -> PoolRoute:
-    pipelines: dict[str, Router] = {
-        s: build_pipeline(
-            s,
-            weights,
-            index=index,
-            history=history,
-            block_sizes=block_sizes,
-            stale_after_s=stale_after_s,
-            load_bound=load_bound,
-            rng=rng,
-            observe_lookup_s=observe_lookup_s,
-        )
-        for s in STRATEGIES
-    }
-    if custom:
-        ctx = RouterContext(index, block_sizes, stale_after_s, rng or random.Random())  # noqa: S311 - tie-breaks
-        pipelines.update({name: factory(ctx) for name, factory in custom.items()})
-    return PoolRoute(model, strategy, pipelines, tokenizer)
+class RouteTable:
+    def __init__(
+        self,
+        build_routers: Callable[[Routing], Mapping[str, Router]],
+        *,
+        on_endpoint_gone: Callable[[Endpoint], None] = lambda _e: None,
+    ) -> None:
+        self.routes: dict[str, PoolRoute] = {}
+        self._models: dict[PoolKey, str] = {}
+        self._build_routers = build_routers
+        self._on_endpoint_gone = on_endpoint_gone
+
+    def get(self, model: str) -> PoolRoute | None:
+        return self.routes.get(model)
+
+    def endpoints(self) -> list[Endpoint]:
+        return [e for r in list(self.routes.values()) for e in r.endpoints]
+
+    def apply(self, info: PoolInfo) -> PoolRoute:
+        old_model = self._models.get(info.key)
+        if old_model is not None and old_model != info.model:
+            self.remove(info.key)
+        route = self.routes.get(info.model)
+        if route is not None and route.key != info.key:
+            self._drop_endpoints(route.endpoints)  # another pool took this model name: the newest wins
+            route = None
+        strategy = info.strategy or info.routing.strategy
+        if route is None or route.routing != info.routing or route.strategy != strategy:
+            same_source = route is not None and route.tokenizer_source == info.tokenizer
+            route = PoolRoute(
+                info.model,
+                info.key,
+                strategy,
+                self._build_routers(info.routing),
+                route.tokenizer if route is not None and same_source else tokenizer_for(info.tokenizer),
+                info.tokenizer,
+                info.routing,
+                route.endpoints if route is not None else [],
+            )
+        elif route.tokenizer_source != info.tokenizer:
+            route.tokenizer, route.tokenizer_source = tokenizer_for(info.tokenizer), info.tokenizer
+        if strategy not in route.routers:
+            raise ValueError(f"unknown routing strategy {strategy!r}; known: {', '.join(route.routers)}")
+        self._sync_endpoints(route, info.endpoints)
+        self.routes[info.model] = route
+        self._models[info.key] = info.model
+        return route
+
+    def remove(self, key: PoolKey) -> None:
+        model = self._models.pop(key, None)
+        route = self.routes.get(model) if model is not None else None
+        if route is not None and route.key == key:
+            del self.routes[route.model]
+            self._drop_endpoints(route.endpoints)
+
+    def _sync_endpoints(self, route: PoolRoute, wanted: tuple[EndpointInfo, ...]) -> None:
+        by_url = {e.url: e for e in route.endpoints}
+        kept: list[Endpoint] = []
+        for info in sorted(wanted, key=lambda i: i.url):
+            ep = by_url.pop(info.url, None) or Endpoint(info.url)
+            ep.variant, ep.cost_per_hour_usd = info.variant, info.cost_per_hour_usd
+            kept.append(ep)
+        self._drop_endpoints(list(by_url.values()))
+        route.endpoints = kept
+
+    def _drop_endpoints(self, gone: list[Endpoint]) -> None:
+        for e in gone:
+            self._on_endpoint_gone(e)

@@ -7,28 +7,30 @@ It binds the endpoint engines publish to, keeps the index in memory, mirrors it 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
-from typing import Annotated
 
 import typer
+
+from headway.api.aio import cancel_and_wait
+from headway.api.options import settings_command
+from headway.kvcache.config import KvCacheConfig
 
 app = typer.Typer(add_completion=False)
 
 
-@app.command()
-def kvcache(
-    bind: Annotated[str, typer.Option(help="ZMQ endpoint to bind for the engines' KV events.")],
-    redis_url: Annotated[str, typer.Option(help="Redis the gateways read, e.g. redis://127.0.0.1:6379/0.")],
-    host: Annotated[str, typer.Option(help="Address of /metrics and /healthz.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 9465,
-    max_keys: Annotated[int, typer.Option(min=1, help="Block keys kept in memory (LRU).")] = 2_000_000,
-    kv_replay_port: Annotated[int | None, typer.Option(help="Engines' KV-event replay port, to fill gaps.")] = None,
-) -> None:
-    """Run the KV-event indexer alone: engines' events in, the shared index in Redis out."""
+def _run(cfg: KvCacheConfig) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(_serve(bind, redis_url, host, port, max_keys, kv_replay_port))
+    asyncio.run(_serve(cfg.bind, cfg.redis_url, cfg.host, cfg.port, cfg.max_keys, cfg.kv_replay_port))
+
+
+kvcache = settings_command(
+    KvCacheConfig,
+    _run,
+    name="kvcache",
+    doc="Run the KV-event indexer alone: engines' events in, the shared index in Redis out.",
+)
+app.command("kvcache")(kvcache)
 
 
 async def _serve(bind: str, redis_url: str, host: str, port: int, max_keys: int, replay_port: int | None) -> None:
@@ -62,9 +64,5 @@ async def _serve(bind: str, redis_url: str, host: str, port: int, max_keys: int,
     try:
         await asyncio.gather(*tasks)
     finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(tasks)
         await runner.cleanup()

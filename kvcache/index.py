@@ -125,6 +125,24 @@ class InMemoryIndex:
             self.listener.cleared(pod)
         return len(keys)
 
+    def mirror(self, op: str, pod: str, key: int, ttl_s: float) -> None:
+        """Apply a change another process's index reported through its listener (`add` with ttl 0 for an
+        engine-reported block, `del`, `clear`), without telling this index's own listener: the change
+        is not this process's to spread."""
+        listener, self.listener = self.listener, None
+        try:
+            if op == "add":
+                self._put(key, pod, _EXACT if ttl_s == 0 else self._clock() + ttl_s)
+            elif op == "del":
+                holders = self._holders.get(key)
+                if holders is not None and holders.pop(pod, None) is not None and not holders:
+                    del self._holders[key]
+                self._pod_keys.get(pod, set()).discard(key)
+            elif op == "clear":
+                self.clear_pod(pod)
+        finally:
+            self.listener = listener
+
     def speculate(self, pod: str, keys: Sequence[int], ttl_s: float) -> None:
         expiry = self._clock() + ttl_s
         for key in keys:
@@ -132,18 +150,25 @@ class InMemoryIndex:
 
     def longest_prefix(self, keys: Sequence[int], pods: Iterable[str]) -> dict[str, int]:
         now = self._clock()
-        live = set(pods)
+        live = list(dict.fromkeys(pods))
         matched = dict.fromkeys(live, 0)
-        for i, key in enumerate(keys):
-            holders = self._holders.get(key)
+        get, touch = self._holders.get, self._holders.move_to_end
+        depth = 0  # blocks every pod still in `live` holds
+        for key in keys:
+            holders = get(key)
             if not holders:
                 break
-            live = {p for p in live if p in holders and (holders[p] == _EXACT or holders[p] > now)}
-            if not live:
-                break
-            for p in live:
-                matched[p] = i + 1
-            self._holders.move_to_end(key)
+            still = [p for p in live if (e := holders.get(p)) is not None and (e == _EXACT or e > now)]
+            if len(still) != len(live):
+                for p in live:
+                    matched[p] = depth  # dropped pods keep the depth they reached; survivors are set below
+                live = still
+                if not live:
+                    break
+            depth += 1
+            touch(key)
+        for p in live:
+            matched[p] = depth
         return matched
 
     def entries(self) -> list[tuple[int, dict[str, float]]]:

@@ -31,7 +31,9 @@ class KvCacheMetrics:
         self.replays = Counter(
             METRIC_KVCACHE_REPLAYS, "Replays asked of an engine after a sequence gap.", ("outcome",), registry=registry
         )
-        self.keys = Gauge(METRIC_KVCACHE_KEYS, "Block keys held by the index.", registry=registry)
+        self.keys = Gauge(
+            METRIC_KVCACHE_KEYS, "Block keys held by the index.", registry=registry, multiprocess_mode="livemax"
+        )
         self.lookup = Histogram(
             METRIC_KVCACHE_LOOKUP,
             "Longest-prefix lookup time.",

@@ -57,7 +57,12 @@ class RedisMirror:
         self.dropped = Counter(
             "headway_kvcache_redis_dropped_writes_total", "Index changes not written to Redis.", registry=registry
         )
-        self.up = Gauge("headway_kvcache_redis_up", "1 while Redis answers the index's writes.", registry=registry)
+        self.up = Gauge(
+            "headway_kvcache_redis_up",
+            "1 while Redis answers the index's writes.",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
         self.up.set(1)
 
     # ----- IndexListener (called synchronously from the index)

@@ -50,11 +50,10 @@ def desired_replicas(pool: ModelPool, variant: Variant) -> int:
     """The autoscaler's recommendation when autoscaling is on, clamped to the variant's bounds; otherwise
     the configured replicas. A missing recommendation keeps the configured count."""
     if pool.spec.autoscaling.enabled:
-        recs = {r.get("name"): r for r in (pool.status.get("autoscaling") or {}).get("variants") or []}
-        rec = recs.get(variant.name, {}).get("desiredReplicas")
-        if isinstance(rec, int):
-            floor = variant.min_replicas
-            return max(floor, min(variant.max_replicas, rec))
+        auto = pool.status.autoscaling
+        rec = next((r for r in (auto.variants if auto else None) or () if r.name == variant.name), None)
+        if rec is not None:
+            return max(variant.min_replicas, min(variant.max_replicas, rec.desired_replicas))
     return variant.configured_replicas
 
 

@@ -3,48 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import sys
 from typing import Annotated, Any
 
 import typer
 
+from headway.api.options import settings_command, verbose_parameter
 from headway.operator.config import OperatorConfig
 
 app = typer.Typer(add_completion=False)
 
 
-@app.command()
-def operator(
-    namespace: Annotated[
-        list[str] | None,
-        typer.Option("--namespace", "-n", help="Watch only this namespace (repeatable; default: cluster-wide)."),
-    ] = None,
-    kv_events_endpoint: Annotated[
-        str | None, typer.Option(help="Indexer endpoint engines publish KV events to.")
-    ] = None,
-    metrics_host: Annotated[str, typer.Option(help="Address of /metrics.")] = "127.0.0.1",
-    metrics_port: Annotated[int, typer.Option(min=0, max=65535, help="Port of /metrics (0: off).")] = 9464,
-    liveness: Annotated[
-        str | None, typer.Option(help="Serve /healthz here, e.g. http://127.0.0.1:8080/healthz.")
-    ] = None,
-    resync_interval_s: Annotated[float, typer.Option(min=1.0, help="Full reconcile of each pool this often.")] = 60.0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-) -> None:
+def _run(cfg: OperatorConfig, *, liveness: str | None, verbose: bool) -> None:
     """Reconcile ModelPools into vLLM Deployments, a Service and a PodDisruptionBudget each."""
     import kopf
 
     from headway.operator.handlers import build_registry
 
-    settings = {
-        "metrics_host": metrics_host,
-        "metrics_port": metrics_port,
-        "resync_interval_s": resync_interval_s,
-        "namespaces": tuple(namespace or ()),
-    }
-    if kv_events_endpoint is not None:
-        settings["kv_events_endpoint"] = kv_events_endpoint
-    cfg = OperatorConfig(**settings)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         stream=sys.stderr,
@@ -65,6 +42,27 @@ def operator(
         )
 
     asyncio.run(run())
+
+
+operator = settings_command(
+    OperatorConfig,
+    _run,
+    name="operator",
+    doc="Reconcile ModelPools into vLLM Deployments, a Service and a PodDisruptionBudget each.",
+    flags={"namespaces": ("--namespace", "-n")},
+    extra=[
+        inspect.Parameter(
+            "liveness",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                str | None, typer.Option(help="Serve /healthz here, e.g. http://127.0.0.1:8080/healthz.")
+            ],
+        ),
+        verbose_parameter(),
+    ],
+)
+app.command("operator")(operator)
 
 
 def _quiet_watch_close(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

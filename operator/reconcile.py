@@ -19,27 +19,28 @@ from pydantic import ValidationError
 from headway.api.events import build_event
 from headway.api.labels import CONDITION_DEGRADED, CONDITION_READY, REASON_INVALID_SPEC, VARIANT_LABEL
 from headway.api.modelpool import ModelPool
+from headway.api.status import Condition, ModelPoolStatus, set_condition
 from headway.operator import metrics
 from headway.operator.builders import build_children, desired_replicas
 from headway.operator.config import OperatorConfig
 from headway.operator.kube import Kube
-from headway.operator.status import build_status, observe_variant, set_condition
+from headway.operator.status import build_status, observe_variant
 
 log = logging.getLogger(__name__)
 COMPONENT = "headway-operator"
 
 
 class InvalidSpec(ValueError):
-    """The pool's spec fails validation (admission should have refused it)."""
+    """The pool's spec (or status) fails validation (admission should have refused it)."""
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def _invalid_message(err: ValidationError) -> str:
     first = err.errors()[0]
-    path = ".".join(str(p) for p in ("spec", *first["loc"]))
+    path = ".".join(str(p) for p in first["loc"])
     return f"{path}: {first['msg']}"
 
 
@@ -114,20 +115,23 @@ class PoolReconciler:
 
     # ----- status
     def record_invalid(self, body: Mapping[str, Any], message: str) -> None:
-        conditions = list((body.get("status") or {}).get("conditions") or [])
+        try:
+            conditions = ModelPoolStatus.model_validate(body.get("status") or {}).conditions
+        except ValidationError:  # the invalid part may be the status itself: start its conditions afresh
+            conditions = None
         gen = body["metadata"].get("generation", 0)
+        now = _now()
         for c in (
-            {"type": CONDITION_DEGRADED, "status": "True", "reason": REASON_INVALID_SPEC, "message": message},
-            {"type": CONDITION_READY, "status": "False", "reason": REASON_INVALID_SPEC, "message": message},
+            Condition(type=CONDITION_DEGRADED, status="True", reason=REASON_INVALID_SPEC, message=message),
+            Condition(type=CONDITION_READY, status="False", reason=REASON_INVALID_SPEC, message=message),
         ):
-            conditions = set_condition(conditions, c, _now(), gen)
+            conditions = set_condition(conditions, c.model_copy(update={"observed_generation": gen}), now)
         meta = body["metadata"]
-        self.kube.patch_pool_status(
-            meta["namespace"], meta["name"], {"observedGeneration": gen, "conditions": conditions}
-        )
+        status = ModelPoolStatus(observed_generation=gen, conditions=conditions)
+        self.kube.patch_pool_status(meta["namespace"], meta["name"], status.as_patch())
         self.post_event(body, REASON_INVALID_SPEC, message, warning=True)
 
-    def refresh_status(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def refresh_status(self, namespace: str, name: str) -> ModelPoolStatus | None:
         body = self.kube.get_pool(namespace, name)
         if body is None:
             return None
@@ -150,23 +154,21 @@ class PoolReconciler:
             labels = (namespace, name, v.name, v.gpu_product)
             metrics.DESIRED.labels(*labels).set(v.desired)
             metrics.READY.labels(*labels).set(v.ready)
-        old = pool.status
-        if any(old.get(k) != v for k, v in status.items()):
-            self.kube.patch_pool_status(namespace, name, status)
+        old, new = pool.status.as_patch(), status.as_patch()
+        if any(old.get(k) != v for k, v in new.items()):
+            self.kube.patch_pool_status(namespace, name, new)
             metrics.STATUS_UPDATES.inc()
-            self._announce_flips(body, old.get("conditions") or [], status["conditions"])
+            self._announce_flips(body, pool.status.conditions or [], status.conditions or [])
         return status
 
-    def _announce_flips(self, body: Mapping[str, Any], old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
-        before = {c["type"]: (c.get("status"), c.get("reason")) for c in old}
+    def _announce_flips(self, body: Mapping[str, Any], old: list[Condition], new: list[Condition]) -> None:
+        before = {c.type: (c.status, c.reason) for c in old}
         for c in new:
-            if before.get(c["type"]) == (c["status"], c.get("reason")):
+            if before.get(c.type) == (c.status, c.reason):
                 continue
-            bad = (c["type"] == CONDITION_DEGRADED and c["status"] == "True") or (
-                c["type"] == CONDITION_READY and c["status"] == "False" and before.get(c["type"], ("",))[0] == "True"
+            bad = (c.type == CONDITION_DEGRADED and c.status == "True") or (
+                c.type == CONDITION_READY and c.status == "False" and before.get(c.type, ("",))[0] == "True"
             )
-            if c["type"] == CONDITION_DEGRADED and c["status"] == "False" and c["type"] not in before:
+            if c.type == CONDITION_DEGRADED and c.status == "False" and c.type not in before:
                 continue  # "not degraded" on a new pool is not news
-            self.post_event(
-                body, c.get("reason") or c["type"], f"{c['type']}={c['status']}: {c.get('message', '')}", warning=bad
-            )
+            self.post_event(body, c.reason, f"{c.type}={c.status}: {c.message}", warning=bad)

@@ -3,6 +3,7 @@ observations (Deployments, pods) and pass `now`, so every condition is unit-test
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from headway.api.labels import (
     REASON_UNSCHEDULABLE,
 )
 from headway.api.modelpool import ModelPool
+from headway.api.status import Condition, ModelPoolStatus, VariantStatus, set_condition
 
 
 @dataclass(frozen=True)
@@ -33,19 +35,18 @@ class VariantObservation:
     unschedulable: int
     unschedulable_message: str
 
-    def as_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": self.name,
-            "gpuProduct": self.gpu_product,
-            "desiredReplicas": self.desired,
-            "replicas": self.replicas,
-            "readyReplicas": self.ready,
-            "pendingReplicas": self.pending,
-        }
-        if self.unschedulable:
-            out["unschedulableReplicas"] = self.unschedulable
-            out["message"] = self.unschedulable_message
-        return out
+    def as_status(self) -> VariantStatus:
+        stuck = bool(self.unschedulable)
+        return VariantStatus(
+            name=self.name,
+            gpu_product=self.gpu_product,
+            desired_replicas=self.desired,
+            replicas=self.replicas,
+            ready_replicas=self.ready,
+            pending_replicas=self.pending,
+            unschedulable_replicas=self.unschedulable if stuck else None,
+            message=self.unschedulable_message if stuck else None,
+        )
 
 
 def observe_variant(
@@ -72,34 +73,11 @@ def observe_variant(
     )
 
 
-def set_condition(
-    conditions: Sequence[Mapping[str, Any]], new: Mapping[str, Any], now: str, generation: int
-) -> list[dict[str, Any]]:
-    """Replace the condition of `new["type"]`; lastTransitionTime moves only when the status flips."""
-    out, found = [], False
-    for c in conditions:
-        if c.get("type") != new["type"]:
-            out.append(dict(c))
-            continue
-        found = True
-        flipped = c.get("status") != new["status"]
-        out.append(
-            {
-                **new,
-                "observedGeneration": generation,
-                "lastTransitionTime": now if flipped else c.get("lastTransitionTime", now),
-            }
-        )
-    if not found:
-        out.append({**new, "observedGeneration": generation, "lastTransitionTime": now})
-    return out
+def _condition(kind: str, ok: bool, reason: str, message: str) -> Condition:
+    return Condition(type=kind, status="True" if ok else "False", reason=reason, message=message)
 
 
-def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, str]:
-    return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
-
-
-def build_status(pool: ModelPool, observed: Sequence[VariantObservation], now: str) -> dict[str, Any]:
+def build_status(pool: ModelPool, observed: Sequence[VariantObservation], now: dt.datetime) -> ModelPoolStatus:
     desired = sum(v.desired for v in observed)
     ready = sum(min(v.ready, v.desired) for v in observed)
     stuck = [v for v in observed if v.unschedulable]
@@ -131,18 +109,18 @@ def build_status(pool: ModelPool, observed: Sequence[VariantObservation], now: s
     else:
         degraded_c = _condition(CONDITION_DEGRADED, False, REASON_AS_EXPECTED, "all pods are scheduled")
         progressing_c = (
-            _condition(CONDITION_PROGRESSING, True, REASON_REPLICAS_STARTING, ready_c["message"])
+            _condition(CONDITION_PROGRESSING, True, REASON_REPLICAS_STARTING, ready_c.message)
             if starting and desired
             else _condition(CONDITION_PROGRESSING, False, REASON_STABLE, "no rollout in progress")
         )
-    conditions = list(pool.status.get("conditions") or [])
+    conditions = pool.status.conditions
     for c in (ready_c, progressing_c, degraded_c):
-        conditions = set_condition(conditions, c, now, pool.generation)
-    return {
-        "observedGeneration": pool.generation,
-        "replicas": f"{ready}/{desired}",
-        "readyReplicas": ready,
-        "desiredReplicas": desired,
-        "conditions": conditions,
-        "variants": [v.as_status() for v in observed],
-    }
+        conditions = set_condition(conditions, c.model_copy(update={"observed_generation": pool.generation}), now)
+    return ModelPoolStatus(
+        observed_generation=pool.generation,
+        replicas=f"{ready}/{desired}",
+        ready_replicas=ready,
+        desired_replicas=desired,
+        conditions=conditions,
+        variants=[v.as_status() for v in observed],
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -47,6 +48,15 @@ def eventually(
         time.sleep(interval_s)
     detail = f"\n{explain()}" if explain else ""
     raise AssertionError(f"{what}: not true after {timeout_s}s (last: {last!r}){detail}")
+
+
+async def eventually_async(check: Callable[[], object], *, what: str, timeout_s: float = 10) -> None:
+    """`eventually` inside an event loop: poll without blocking the loop the system under test runs on."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not true after {timeout_s}s")
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,7 @@ from collections.abc import Sequence
 
 from headway.gateway.endpoints import Endpoint
 from headway.gateway.routing.custom import RouterContext
-from headway.gateway.routing.pipeline import Decision
-from headway.gateway.routing.types import RoutingRequest
+from headway.gateway.routing.types import Decision, Router, RoutingRequest
 
 BLOCK_BYTES = 128
 IMBALANCE_ABS_COUNT = 16
@@ -44,7 +43,7 @@ def block_hashes(text: str) -> list[int]:
     return out
 
 
-class AibrixPrefixCache:
+class AibrixPrefixCache(Router):
     def __init__(self, ctx: RouterContext) -> None:
         self.ctx = ctx
         self.table: OrderedDict[int, dict[str, float]] = OrderedDict()

@@ -17,8 +17,7 @@ from collections.abc import Sequence
 
 from headway.gateway.endpoints import Endpoint
 from headway.gateway.routing.custom import RouterContext
-from headway.gateway.routing.pipeline import Decision
-from headway.gateway.routing.types import RoutingRequest
+from headway.gateway.routing.types import Decision, Router, RoutingRequest
 
 PREFIX_CHARS = 100
 REPLICATION = 256
@@ -29,7 +28,7 @@ def _hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-class Chwbl:
+class Chwbl(Router):
     def __init__(self, ctx: RouterContext) -> None:
         self.ctx = ctx
         self._ring: list[tuple[int, str]] = []

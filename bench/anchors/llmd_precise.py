@@ -20,14 +20,12 @@ from collections.abc import Sequence
 
 from headway.gateway.endpoints import Endpoint
 from headway.gateway.routing.custom import RouterContext
-from headway.gateway.routing.pipeline import Decision
-from headway.gateway.routing.types import RoutingRequest
+from headway.gateway.routing.types import Decision, Router, RoutingRequest
 
 WEIGHTS = {"prefix": 3.0, "queue": 2.0, "kv_utilization": 2.0}
-BLOCK_SIZE_FALLBACK = 16
 
 
-class LlmdPrecise:
+class LlmdPrecise(Router):
     speculative = False
 
     def __init__(self, ctx: RouterContext) -> None:
@@ -37,10 +35,7 @@ class LlmdPrecise:
         if not endpoints:
             return Decision([])
         terms: dict[str, dict[str, float]] = {e.id: {} for e in endpoints}
-        by_size: dict[int, list[Endpoint]] = {}
-        for e in endpoints:
-            by_size.setdefault(self.ctx.block_sizes.get(e.id) or e.block_size or BLOCK_SIZE_FALLBACK, []).append(e)
-        for size, group in by_size.items():
+        for size, group in self.ctx.block_sizes.group(endpoints).items():
             keys = request.keys(size)
             matched = self.ctx.index.longest_prefix(keys, (e.id for e in group)) if keys else {}
             for e in group:

@@ -1,44 +1,36 @@
-"""Routers loaded at start-up from Python code, next to the presets: `--router NAME=module:factory` or
-`--router NAME=/path/to/file.py:factory`.
+"""Routers loaded at start-up from Python code, next to the presets and profiles:
+`--router NAME=module:factory` or `--router NAME=/path/to/file.py:factory`.
 
 This is how an operator tries a routing policy of their own (or how benchmarks run other systems'
-published policies behind the very same proxy, so only the decision differs). A router answers
-`decide(request, endpoints) -> Decision`, like a preset. Optional attributes:
-- `routed(request, endpoint)`: told which endpoint took the request (for routers that learn from their
-  own choices, like a routing-history prefix table);
-- `speculative = False`: the gateway must not write speculative KV-index entries for its requests, so
-  a router that reads the index sees the engines' events only.
+published policies behind the very same proxy, so only the decision differs). The factory takes a
+`RouterContext` and returns a `Router` subclass: it implements `decide`, and may override `route`
+(I/O before deciding), `routed` (told which endpoint took the request) and `speculative` (False: no
+speculative KV-index entries for its requests). A router may also compose in-tree plugins with
+`context.build(profile)`, which resolves through the same registry as the presets.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from headway.gateway.endpoints import Endpoint
-from headway.gateway.routing.pipeline import Decision
-from headway.gateway.routing.types import RoutingRequest
-from headway.kvcache.index import InMemoryIndex
-
-
-class Router(Protocol):
-    def decide(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> Decision: ...
+from headway.gateway.routing.deps import PluginDeps
+from headway.gateway.routing.pipeline import Pipeline, build_router
+from headway.gateway.routing.profiles import Profile
+from headway.gateway.routing.types import Router
 
 
 @dataclass(frozen=True)
-class RouterContext:
-    """What the gateway shares with a router: the KV index fed by engine events, per-endpoint block sizes
-    (from the events and the engines' metrics), the staleness limit of endpoint metrics, and a seeded RNG."""
+class RouterContext(PluginDeps):
+    """What the gateway shares with a custom router: the plugins' dependencies (KV index, block sizes,
+    staleness limit, seeded RNG, …) and `build`, to make a pipeline from a profile."""
 
-    index: InMemoryIndex
-    block_sizes: Mapping[str, int]
-    stale_after_s: float
-    rng: random.Random
+    def build(self, name: str, profile: Profile) -> Pipeline:
+        return build_router(name, profile, self)
 
 
 RouterFactory = Callable[[RouterContext], Router]
@@ -59,8 +51,23 @@ def parse_router_specs(specs: Sequence[str], reserved: Sequence[str]) -> dict[st
         factory = getattr(module, attr, None)
         if not callable(factory):
             raise ValueError(f"--router {spec!r}: {where} has no callable {attr!r}")
-        out[name] = factory
+        out[name] = _checked(factory, spec)
     return out
+
+
+def _checked(factory: Callable[[RouterContext], Any], spec: str) -> RouterFactory:
+    """The factory, refusing at build time anything that is not a Router (its hooks would be missing)."""
+
+    def make(context: RouterContext) -> Router:
+        router = factory(context)
+        if not isinstance(router, Router):
+            raise ValueError(
+                f"--router {spec!r}: the factory returned a {type(router).__name__}, not a Router "
+                "(subclass headway.gateway.routing.types.Router and implement decide)"
+            )
+        return router
+
+    return make
 
 
 def _load(where: str, spec: str) -> Any:

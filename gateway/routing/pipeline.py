@@ -1,116 +1,97 @@
-"""filters → weighted scorers → picker (max score, random tie-break), and the presets.
+"""A router built from a profile: filters in order → weighted scorers → one picker.
 
-Presets: `kv-aware` (precise prefix from the engines' KV events, queue, KV utilisation, in-flight and
-prefill backlog, under a bounded-load filter), `approx-prefix` (prefix from this gateway's routing history
-instead of events), `least-request`, `round-robin`, `random`.
+The pipeline owns the order: a plugin that `requires` something (the prefix scorer's cached tokens)
+must come after the plugin that `provides` it, or the profile is refused at build time. Each decision
+gets a fresh CycleState through which plugins hand each other results; none writes into the request.
 """
 
 from __future__ import annotations
 
-import itertools
-import random
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from headway.api.modelpool import ScorerWeights
 from headway.gateway.endpoints import Endpoint
-from headway.gateway.routing.plugins import (
-    InFlightScorer,
-    KvUtilizationScorer,
-    LoadBoundFilter,
-    PrefillBacklogScorer,
-    PrefixCacheScorer,
-    QueueScorer,
-    RoutableFilter,
-)
-from headway.gateway.routing.types import Filter, RoutingRequest, Scorer
-from headway.kvcache.index import InMemoryIndex
-
-STRATEGIES = ("kv-aware", "approx-prefix", "least-request", "round-robin", "random")
+from headway.gateway.routing.deps import PluginDeps
+from headway.gateway.routing.profiles import Profile
+from headway.gateway.routing.registry import ProfileError, build_plugin
+from headway.gateway.routing.types import CycleState, Decision, Filter, Picker, Plugin, Router, RoutingRequest, Scorer
 
 
-@dataclass(frozen=True)
-class Decision:
-    ranked: list[Endpoint]
-    """Best first; retries take the next one."""
-    scores: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Per endpoint id, each scorer's term (for the debug header)."""
-
-
-@dataclass
-class Pipeline:
+@dataclass(frozen=True, slots=True)
+class WeightedScorer:
     name: str
-    filters: list[Filter]
-    scorers: list[tuple[str, Scorer, float]]
-    rng: random.Random = field(default_factory=random.Random)
-    rotate: bool = False
-    _rr: itertools.count = field(default_factory=itertools.count)
+    scorer: Scorer
+    weight: float
+    """0: the scorer runs only for what a later plugin needs from it, and casts no vote."""
 
-    def decide(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> Decision:
+
+class Pipeline(Router):
+    def __init__(self, name: str, filters: Sequence[Filter], scorers: Sequence[WeightedScorer], picker: Picker) -> None:
+        self.name, self.filters, self.scorers, self.picker = name, tuple(filters), tuple(scorers), picker
+        plugins: list[Plugin] = [*self.filters, *(s.scorer for s in self.scorers), picker]
+        self._preparers = tuple(p for p in plugins if type(p).prepare is not Plugin.prepare)
+
+    async def route(self, request: RoutingRequest, endpoints: Sequence[Endpoint]) -> Decision:
+        state = CycleState()
+        for p in self._preparers:
+            await p.prepare(request, endpoints, state)
+        return self.decide(request, endpoints, state)
+
+    def decide(
+        self, request: RoutingRequest, endpoints: Sequence[Endpoint], state: CycleState | None = None
+    ) -> Decision:
+        state = CycleState() if state is None else state
         candidates = list(endpoints)
         for f in self.filters:
-            kept = f.filter(request, candidates)
-            if not kept:
+            candidates = f.filter(request, candidates, state)
+            if not candidates:
                 return Decision([])
-            candidates = kept
-        if self.rotate:
-            start = next(self._rr) % len(candidates)
-            return Decision(candidates[start:] + candidates[:start])
         terms: dict[str, dict[str, float]] = {e.id: {} for e in candidates}
-        for name, scorer, weight in self.scorers:
-            if weight <= 0:
+        totals = dict.fromkeys(terms, 0.0)
+        for ws in self.scorers:
+            scores = ws.scorer.score(request, candidates, state)
+            if not ws.weight:
                 continue
-            for eid, s in scorer.score(request, candidates).items():
-                terms[eid][name] = weight * min(1.0, max(0.0, s))
-        total = {eid: sum(t.values()) for eid, t in terms.items()}
-        keyed = [(total[e.id], self.rng.random(), e) for e in candidates]
-        keyed.sort(key=lambda x: (x[0], x[1]), reverse=True)
-        return Decision([e for _, _, e in keyed], terms)
+            for eid, s in scores.items():
+                if eid in totals:
+                    term = ws.weight * (0.0 if s <= 0.0 else 1.0 if s >= 1.0 else s)
+                    terms[eid][ws.name] = term
+                    totals[eid] += term
+        return Decision(self.picker.pick(candidates, totals), terms, state.cached_tokens)
 
 
-def build_pipeline(
-    strategy: str,
-    weights: ScorerWeights,
-    *,
-    index: InMemoryIndex,
-    history: InMemoryIndex,
-    block_sizes: Mapping[str, int],
-    stale_after_s: float,
-    load_bound: float,
-    rng: random.Random | None = None,
-    observe_lookup_s: Callable[[float], None] | None = None,
-) -> Pipeline:
-    """The preset's pipeline; an unknown name fails naming the known ones."""
-    rng = rng or random.Random()  # noqa: S311 - tie-breaking, not secrets
-    routable = RoutableFilter(stale_after_s)
-    if strategy == "kv-aware":
-        return Pipeline(
-            strategy,
-            [routable, LoadBoundFilter(load_bound)],
-            [
-                ("prefix", PrefixCacheScorer(index, block_sizes, observe_lookup_s), weights.prefix),
-                ("queue", QueueScorer(), weights.queue),
-                ("kv_utilization", KvUtilizationScorer(), weights.kv_utilization),
-                ("in_flight", InFlightScorer(), weights.in_flight or 1.0),
-                ("prefill_backlog", PrefillBacklogScorer(), weights.prefill_backlog),
-            ],
-            rng,
-        )
-    if strategy == "approx-prefix":
-        return Pipeline(
-            strategy,
-            [routable, LoadBoundFilter(load_bound)],
-            [
-                ("approx_prefix", PrefixCacheScorer(history, block_sizes), weights.approx_prefix or weights.prefix),
-                ("queue", QueueScorer(), weights.queue),
-                ("in_flight", InFlightScorer(), weights.in_flight or 1.0),
-            ],
-            rng,
-        )
-    if strategy == "least-request":
-        return Pipeline(strategy, [routable], [("in_flight", InFlightScorer(), 1.0)], rng)
-    if strategy == "round-robin":
-        return Pipeline(strategy, [routable], [], rng, rotate=True)
-    if strategy == "random":
-        return Pipeline(strategy, [routable], [], rng)
-    raise ValueError(f"unknown routing strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+def build_router(name: str, profile: Profile, deps: PluginDeps) -> Pipeline:
+    """The pipeline for a profile. Errors name the router and the plugin's position, so a profile file
+    or a ModelPool with a mistake fails with one line that says where."""
+    filters: list[Filter] = []
+    scorers: list[WeightedScorer] = []
+    pickers: list[Picker] = []
+    provided: set[str] = set()
+    names: set[str] = set()
+    built: list[tuple[str, Plugin, float]] = []
+    for i, ref in enumerate(profile):
+        where = f"router {name!r} plugin {i} ({ref.plugin})"
+        plugin = build_plugin(ref.plugin, ref.params, deps, where=where)
+        missing = plugin.requires - provided
+        if missing:
+            raise ProfileError(f"{where}: needs {', '.join(sorted(missing))} from a plugin listed before it")
+        provided |= plugin.provides
+        term = ref.name or ref.plugin
+        if term in names:
+            raise ProfileError(f"{where}: the name {term!r} is used twice; give one a `name`")
+        names.add(term)
+        built.append((term, plugin, ref.weight))
+    needed: set[str] = set()  # what a voting plugin needs keeps its provider, even at weight 0
+    for term, plugin, weight in reversed(built):
+        if plugin.KIND == "scorer" and not weight and not (plugin.provides & needed):
+            continue
+        needed |= plugin.requires
+        if plugin.KIND == "filter":
+            filters.append(plugin)  # type: ignore[arg-type]
+        elif plugin.KIND == "scorer":
+            scorers.append(WeightedScorer(term, plugin, weight))  # type: ignore[arg-type]
+        else:
+            pickers.append(plugin)  # type: ignore[arg-type]
+    if len(pickers) != 1:
+        raise ProfileError(f"router {name!r}: needs exactly one picker, has {len(pickers)}")
+    return Pipeline(name, filters[::-1], scorers[::-1], pickers[0])

@@ -146,3 +146,33 @@ def test_gateway_follows_scale_up_and_down_without_errors(
         tail = load.pods[-10:]
     assert set(load.statuses) == {200}, {s: load.statuses.count(s) for s in set(load.statuses)}
     assert all(p and p.startswith(survivor) for p in tail), tail
+
+
+def _scores(gateway: str) -> dict | None:
+    body = json.dumps({"model": "tiny", "prompt": "which terms voted", "max_tokens": 1}).encode()
+    req = urllib.request.Request(
+        f"{gateway}/v1/completions", body, {"Content-Type": "application/json", "x-headway-debug": "1"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+            return json.loads(r.headers["x-headway-scores"])
+    except OSError:
+        return None
+
+
+def test_editing_a_pools_scorer_weights_takes_effect_within_seconds(
+    crd: LocalCluster, operator: OperatorProcess, runner: Path, namespace: str, gateway: str
+) -> None:
+    custom = k8s.CustomObjectsApi(crd.api_client())
+    pool = pool_manifest(
+        "tiny", [{"name": "h100", "gpuProduct": "NVIDIA-H100-80GB-HBM3", "replicas": 1}], source=str(tiny_model_dir())
+    )
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, pool)
+    voted = eventually(lambda: _scores(gateway), timeout_s=90, what="a routed request with its scores")
+    assert voted, "the default weights vote"
+    zero = dict.fromkeys(("prefix", "queue", "kvUtilization", "inFlight", "prefillBacklog", "cost"), 0)
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "tiny", {"spec": {"routing": {"weights": zero}}}
+    )
+    eventually(lambda: _scores(gateway) == {}, timeout_s=10, what="no scorer votes after every weight is set to 0")

@@ -7,7 +7,9 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from headway.api.status import ProvisioningStatus
 from headway.autoscaler.forecast import MAX_RATIO, Arima, Constant, Trend, make_forecaster
 from headway.autoscaler.policy import PolicyState, decide
 from headway.autoscaler.provisioning import Provisioning, pod_provisioning, variant_provisioning
@@ -123,4 +125,6 @@ def test_a_variants_provisioning_is_the_median_of_its_pods_and_round_trips_throu
     v = variant_provisioning(pods)
     assert v == Provisioning(2.0, 1.0, 20.0, pods=3)
     assert Provisioning.from_status(v.to_status()) == v  # type: ignore[union-attr]
-    assert variant_provisioning([]) is None and Provisioning.from_status({"totalSeconds": 3}) is None
+    assert variant_provisioning([]) is None and Provisioning.from_status(None) is None
+    with pytest.raises(ValidationError, match="schedulingSeconds"):  # a partial record never reaches the policy
+        ProvisioningStatus.model_validate({"totalSeconds": 3})

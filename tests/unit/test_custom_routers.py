@@ -11,8 +11,9 @@ import pytest
 from bench.anchors import aibrix_prefix_cache, kubeai_chwbl, llmd_precise
 from headway.gateway.endpoints import Endpoint
 from headway.gateway.openai import parse_routing_fields, prompt_texts
+from headway.gateway.routing.blocks import BlockSizes
 from headway.gateway.routing.custom import RouterContext, parse_router_specs
-from headway.gateway.routing.pipeline import STRATEGIES
+from headway.gateway.routing.profiles import PRESETS
 from headway.gateway.routing.types import RoutingRequest
 from headway.kvcache.index import InMemoryIndex
 
@@ -20,7 +21,9 @@ ANCHORS = Path(llmd_precise.__file__).parent
 
 
 def ctx(index: InMemoryIndex | None = None) -> RouterContext:
-    return RouterContext(InMemoryIndex() if index is None else index, {}, 2.0, random.Random(7))
+    return RouterContext(
+        index=InMemoryIndex() if index is None else index, block_sizes=BlockSizes(), rng=random.Random(7)
+    )
 
 
 def endpoints(n: int) -> list[Endpoint]:
@@ -29,7 +32,7 @@ def endpoints(n: int) -> list[Endpoint]:
 
 def test_router_specs_load_from_a_file_or_a_module() -> None:
     found = parse_router_specs(
-        [f"chwbl={ANCHORS / 'kubeai_chwbl.py'}:make", "precise=bench.anchors.llmd_precise:make"], STRATEGIES
+        [f"chwbl={ANCHORS / 'kubeai_chwbl.py'}:make", "precise=bench.anchors.llmd_precise:make"], PRESETS
     )
     assert set(found) == {"chwbl", "precise"}
     assert found["chwbl"](ctx()).decide(RoutingRequest("m", [1]), endpoints(2)).ranked
@@ -47,7 +50,7 @@ def test_router_specs_load_from_a_file_or_a_module() -> None:
 )
 def test_bad_router_specs_fail_naming_the_spec(spec: str, message: str) -> None:
     with pytest.raises(ValueError, match=message) as err:
-        parse_router_specs([spec], STRATEGIES)
+        parse_router_specs([spec], PRESETS)
     assert spec in str(err.value)
 
 
@@ -99,3 +102,26 @@ def test_llmd_precise_prefers_the_event_holder_and_weighs_queue_and_kv_usage() -
     eps[2].waiting, eps[2].kv_usage = 10, 1.0  # 3 for the prefix < 2 + 2 for an idle empty engine
     assert router.decide(req, eps).ranked[0] is not eps[2]
     assert router.speculative is False
+
+
+def test_a_factory_that_returns_no_router_fails_at_build_naming_the_spec(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "class Plain:\n    def decide(self, request, endpoints): ...\n\ndef make(ctx):\n    return Plain()\n"
+    )
+    spec = f"plain={bad}:make"
+    factory = parse_router_specs([spec], PRESETS)["plain"]
+    with pytest.raises(ValueError, match="not a Router") as err:
+        factory(ctx())
+    assert spec in str(err.value)
+
+
+def test_a_custom_router_can_compose_in_tree_plugins_through_a_profile() -> None:
+    from headway.gateway.routing.profiles import PluginRef
+
+    router = ctx().build("mine", (PluginRef(plugin="routable-filter"), PluginRef(plugin="round-robin-picker")))
+    eps3 = endpoints(3)
+    for e in eps3:
+        e.scraped_at = 1e18
+    firsts = [router.decide(RoutingRequest("m", []), eps3).ranked[0].id for _ in range(3)]
+    assert firsts == [e.id for e in eps3]

@@ -1,29 +1,17 @@
-"""The gateway's request parser and routing plugins: garbage fails cleanly, scorers stay in [0, 1]."""
+"""The gateway's parsers: request bodies, engine metrics and answers; garbage fails cleanly."""
 
 from __future__ import annotations
 
 import contextlib
-import random
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from headway.api.modelpool import ScorerWeights
 from headway.api.shape import INPUT_EDGES, le_label, representative
 from headway.gateway.endpoints import Endpoint, parse_engine_metrics
 from headway.gateway.errors import InvalidRequest
 from headway.gateway.openai import GeneratedTokens, parse_routing_fields
-from headway.gateway.routing.pipeline import STRATEGIES, build_pipeline
-from headway.gateway.routing.plugins import (
-    InFlightScorer,
-    KvUtilizationScorer,
-    PrefillBacklogScorer,
-    PrefixCacheScorer,
-    QueueScorer,
-)
-from headway.gateway.routing.types import RoutingRequest
-from headway.kvcache.index import InMemoryIndex
 
 
 @given(st.binary(max_size=4096), st.booleans())
@@ -57,56 +45,6 @@ def eps(n: int, **kw: list[float]) -> list[Endpoint]:
     return out
 
 
-@given(st.lists(st.tuples(st.floats(0, 1000), st.floats(0, 1), st.integers(0, 500)), min_size=1, max_size=8))
-def test_every_scorer_stays_in_unit_range(rows: list[tuple[float, float, int]]) -> None:
-    endpoints = eps(
-        len(rows), waiting=[r[0] for r in rows], kv_usage=[r[1] for r in rows], in_flight=[r[2] for r in rows]
-    )
-    req = RoutingRequest("m", list(range(64)))
-    scorers = (
-        QueueScorer(),
-        KvUtilizationScorer(),
-        InFlightScorer(),
-        PrefixCacheScorer(InMemoryIndex(), {}),
-        PrefillBacklogScorer(),
-    )
-    for scorer in scorers:
-        scores = scorer.score(req, endpoints)
-        assert set(scores) == {e.id for e in endpoints}
-        assert all(0.0 <= s <= 1.0 for s in scores.values())
-
-
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_every_preset_ranks_all_routable_endpoints_and_handles_empty(strategy: str) -> None:
-    pipe = build_pipeline(
-        strategy,
-        ScorerWeights(),
-        index=InMemoryIndex(),
-        history=InMemoryIndex(),
-        block_sizes={},
-        stale_after_s=1e9,
-        load_bound=1.25,
-        rng=random.Random(1),
-    )
-    endpoints = eps(3)
-    ranked = pipe.decide(RoutingRequest("m", [1, 2, 3]), endpoints).ranked
-    assert sorted(e.id for e in ranked) == sorted(e.id for e in endpoints)
-    assert pipe.decide(RoutingRequest("m", [1]), []).ranked == []
-
-
-def test_unknown_strategy_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="kv-aware"):
-        build_pipeline(
-            "fastest",
-            ScorerWeights(),
-            index=InMemoryIndex(),
-            history=InMemoryIndex(),
-            block_sizes={},
-            stale_after_s=1,
-            load_bound=1.25,
-        )
-
-
 def test_engine_metrics_parser_reads_load_and_block_size() -> None:
     e = Endpoint("http://127.0.0.1:1")
     parse_engine_metrics(
@@ -116,22 +54,6 @@ def test_engine_metrics_parser_reads_load_and_block_size() -> None:
         e,
     )
     assert (e.waiting, e.kv_usage, e.block_size) == (3.0, 0.5, 128)
-
-
-def test_prefill_backlog_prices_the_cache_hit_against_the_work_queued_ahead() -> None:
-    index = InMemoryIndex()
-    holder, idle = eps(2)
-    tokens = list(range(160))
-    index.store(holder.id, "m", list(range(10)), None, tokens, 16)
-    req = RoutingRequest("m", tokens)
-    PrefixCacheScorer(index, {}).score(req, [holder, idle])
-    assert req.uncached_tokens(holder.id) == 1 and req.uncached_tokens(idle.id) == 160
-    backlog = PrefillBacklogScorer()
-    scores = backlog.score(req, [holder, idle])
-    assert scores[holder.id] == 1.0 and scores[idle.id] < 0.02
-    holder.prefill_backlog = 500  # the holder is busy prefilling others: its hit no longer saves time
-    scores = backlog.score(req, [holder, idle])
-    assert scores[idle.id] == 1.0 and scores[holder.id] < 0.35
 
 
 def _sse(*frames: str) -> bytes:

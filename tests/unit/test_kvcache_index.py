@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from headway.kvcache.index import InMemoryIndex
-from headway.kvcache.keys import block_keys, root_key
+from headway.kvcache.keys import block_keys, chain, root_key
 
 BS = 4
 TOKENS = list(range(100, 124))  # 6 blocks
@@ -73,3 +76,35 @@ def test_index_is_bounded_by_evicting_least_recently_used_keys() -> None:
     idx = InMemoryIndex(max_keys=4)
     store_all(idx, "a", TOKENS, [1, 2, 3, 4, 5, 6])
     assert len(idx) == 4 and idx.evicted_keys == 2
+
+
+@given(
+    st.lists(st.integers(0, 2**32 - 1), max_size=200),
+    st.sampled_from([1, 4, 16]),
+    st.one_of(st.none(), st.integers(0, 20)),
+)
+def test_block_keys_are_the_chain_of_each_full_block(tokens: list[int], size: int, limit: int | None) -> None:
+    root = root_key("m")
+    expected, parent = [], root
+    for i in range(len(tokens) // size):
+        parent = chain(parent, tokens[i * size : (i + 1) * size])
+        expected.append(parent)
+    assert block_keys(tokens, size, root, limit_blocks=limit) == expected[:limit]
+
+
+@given(
+    st.lists(st.lists(st.sampled_from(["a", "b", "c"]), max_size=3), max_size=12),
+    st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=4),
+)
+def test_longest_prefix_is_each_pods_run_of_leading_held_blocks(held: list[list[str]], asked: list[str]) -> None:
+    """Against the definition: for each pod, how many keys from the first it holds without a gap."""
+    index, keys = InMemoryIndex(), list(range(1, len(held) + 1))
+    for key, pods in zip(keys, held, strict=True):
+        for pod in pods:
+            index.speculate(pod, [key], 60.0)
+    got = index.longest_prefix(keys, asked)
+    for pod in asked:
+        run = 0
+        while run < len(keys) and pod in held[run]:
+            run += 1
+        assert got[pod] == run, (pod, held)

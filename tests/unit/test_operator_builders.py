@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 from typing import Any
 
@@ -12,11 +13,13 @@ from pydantic import ValidationError
 from headway.api import ENGINE_LABEL, GPU_PRODUCT_LABEL, GPU_RESOURCE, POOL_LABEL, VARIANT_LABEL
 from headway.api.crd import render
 from headway.api.modelpool import ModelPool, ModelPoolSpec
+from headway.api.status import Condition, set_condition
 from headway.devenv.paths import REPO_ROOT
 from headway.operator.builders import build_children, build_deployment, desired_replicas, engine_args
 from headway.operator.config import OperatorConfig
-from headway.operator.status import build_status, observe_variant, set_condition
+from headway.operator.status import build_status, observe_variant
 
+T0 = dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.UTC)
 CFG = OperatorConfig(kv_events_endpoint="tcp://indexer.headway-system.svc:5557")
 SPEC: dict[str, Any] = {
     "model": {"name": "llama", "source": "meta-llama/Llama-3.1-8B", "maxModelLen": 8192, "engineArgs": ["--x", "1"]},
@@ -151,10 +154,10 @@ def test_status_ready_when_every_variant_has_its_replicas() -> None:
         observe_variant("h100", "H", 2, {"status": {"readyReplicas": 2, "updatedReplicas": 2}}, [_pod("Running")] * 2),
         observe_variant("l4", "L", 1, {"status": {"readyReplicas": 1, "updatedReplicas": 1}}, [_pod("Running")]),
     ]
-    st = build_status(p, obs, "t0")
-    by = {c["type"]: c for c in st["conditions"]}
-    assert by["Ready"]["status"] == "True" and by["Progressing"]["status"] == "False"
-    assert by["Degraded"]["status"] == "False" and st["replicas"] == "3/3" and st["observedGeneration"] == 3
+    st = build_status(p, obs, T0)
+    by = {c.type: c for c in st.conditions or []}
+    assert by["Ready"].status == "True" and by["Progressing"].status == "False"
+    assert by["Degraded"].status == "False" and st.replicas == "3/3" and st.observed_generation == 3
 
 
 def test_status_names_the_unschedulable_variant_and_the_scheduler_reason() -> None:
@@ -170,23 +173,24 @@ def test_status_names_the_unschedulable_variant_and_the_scheduler_reason() -> No
         ),
         observe_variant("l4", "L", 1, {"status": {"readyReplicas": 1, "updatedReplicas": 1}}, [_pod("Running")]),
     ]
-    st = build_status(p, obs, "t0")
-    by = {c["type"]: c for c in st["conditions"]}
-    assert by["Degraded"]["status"] == "True" and by["Degraded"]["reason"] == "Unschedulable"
-    assert "variant h100 (NVIDIA-H100-80GB-HBM3)" in by["Degraded"]["message"] and msg in by["Degraded"]["message"]
-    assert by["Ready"]["status"] == "False" and st["variants"][0]["unschedulableReplicas"] == 1
+    st = build_status(p, obs, T0)
+    by = {c.type: c for c in st.conditions or []}
+    assert by["Degraded"].status == "True" and by["Degraded"].reason == "Unschedulable"
+    assert "variant h100 (NVIDIA-H100-80GB-HBM3)" in by["Degraded"].message and msg in by["Degraded"].message
+    assert by["Ready"].status == "False" and (st.variants or [])[0].unschedulable_replicas == 1
 
 
 def test_scaled_to_zero_is_not_ready_and_says_why() -> None:
     p = pool()
-    st = build_status(p, [observe_variant("h100", "H", 0, None, []), observe_variant("l4", "L", 0, None, [])], "t0")
-    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
-    assert ready["status"] == "False" and ready["reason"] == "ScaledToZero" and st["replicas"] == "0/0"
+    st = build_status(p, [observe_variant("h100", "H", 0, None, []), observe_variant("l4", "L", 0, None, [])], T0)
+    ready = next(c for c in st.conditions or [] if c.type == "Ready")
+    assert ready.status == "False" and ready.reason == "ScaledToZero" and st.replicas == "0/0"
 
 
 def test_set_condition_moves_the_transition_time_only_when_status_flips() -> None:
-    c1 = set_condition([], {"type": "Ready", "status": "False", "reason": "A", "message": ""}, "t1", 1)
-    c2 = set_condition(c1, {"type": "Ready", "status": "False", "reason": "B", "message": "m"}, "t2", 2)
-    c3 = set_condition(c2, {"type": "Ready", "status": "True", "reason": "C", "message": ""}, "t3", 2)
-    assert c2[0]["lastTransitionTime"] == "t1" and c2[0]["reason"] == "B" and c2[0]["observedGeneration"] == 2
-    assert c3[0]["lastTransitionTime"] == "t3"
+    t1, t2, t3 = (T0 + dt.timedelta(seconds=s) for s in (1, 2, 3))
+    c1 = set_condition([], Condition(type="Ready", status="False", reason="A", message="", observed_generation=1), t1)
+    c2 = set_condition(c1, Condition(type="Ready", status="False", reason="B", message="m", observed_generation=2), t2)
+    c3 = set_condition(c2, Condition(type="Ready", status="True", reason="C", message="", observed_generation=2), t3)
+    assert c2[0].last_transition_time == t1 and c2[0].reason == "B" and c2[0].observed_generation == 2
+    assert c3[0].last_transition_time == t3

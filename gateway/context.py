@@ -1,0 +1,55 @@
+"""One request's context: what the request path needs of it, filled in as the request moves along.
+
+admission (slot) → body, fields, route, router → routing view (tokens) → decision → endpoint →
+first byte → status. Each stage reads what earlier ones wrote here, instead of threading a growing
+list of arguments through nested calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from headway.gateway.endpoints import Endpoint
+from headway.gateway.openai import ChatFields, CompletionFields
+from headway.gateway.pools import PoolRoute
+from headway.gateway.routing.types import Decision, Router, RoutingRequest
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request: web.Request
+    body: bytes
+    """The original bytes, forwarded untouched."""
+    fields: CompletionFields | ChatFields
+    route: PoolRoute
+    router_name: str
+    router: Router
+    started_s: float
+    """perf_counter() at arrival."""
+    routing: RoutingRequest | None = None
+    decision: Decision | None = None
+    endpoint: Endpoint | None = None
+    """The endpoint that answered (the last one tried)."""
+    routed_s: float | None = None
+    """perf_counter() when the first decision was made."""
+    first_byte_s: float | None = None
+    """perf_counter() when the first byte of the answer reached the client."""
+    held: bool = False
+    """The request waited for a ready endpoint."""
+    outcome: int | None = None
+    """The status to count when it differs from the one sent: 499 the client left, 502 the answer was
+    cut after its headers went out."""
+
+    @property
+    def model(self) -> str:
+        return self.fields.model
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.fields.stream)
+
+    @property
+    def chat(self) -> bool:
+        return isinstance(self.fields, ChatFields)

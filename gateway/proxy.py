@@ -1,0 +1,226 @@
+"""Forwarding: send the original bytes to the best-ranked endpoint, try the next-ranked ones only before
+the first byte of an answer, and relay the answer to the client as it arrives.
+
+Timeouts are named by phase (config.UpstreamTimeouts): `connect_s` for the TCP connect; `first_byte_s`
+until the first byte of the answer (headers *and* a first body chunk: a streaming engine sends its
+headers at once and its first token after queueing and prefill); `idle_s` between two chunks after that;
+`total_s` for a whole non-streamed answer. One `asyncio.timeout` is rescheduled per chunk, so each
+phase costs a timer, not a task.
+
+An endpoint counts the request as in flight — and its uncached prompt tokens as prefill backlog until the
+first byte — from the moment it is sent, whether the answer is streamed or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Awaitable, Mapping
+
+import aiohttp
+from aiohttp import web
+
+from headway.api.shape import INPUT_EDGES, OUTPUT_EDGES, le_label
+from headway.gateway.admission import NoEndpointNow
+from headway.gateway.config import GatewayConfig
+from headway.gateway.context import RequestContext
+from headway.gateway.endpoints import Endpoint
+from headway.gateway.errors import UpstreamFailed
+from headway.gateway.metrics import GatewayMetrics
+from headway.gateway.openai import GeneratedTokens
+from headway.gateway.routing.blocks import BlockSizes
+from headway.gateway.routing.types import uncached_tokens
+from headway.kvcache.index import InMemoryIndex
+
+log = logging.getLogger(__name__)
+DEBUG_HEADER = "x-headway-debug"
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "server", "date"}
+_HISTORY_TTL_S = 120.0
+_PID = str(os.getpid())
+
+
+class _NotAnswered(Exception):
+    """This endpoint started no answer; the next-ranked one may."""
+
+    def __init__(self, reason: str, *, replied: bool) -> None:
+        super().__init__(reason)
+        self.replied = replied
+        """The engine answered with an error (5xx), as opposed to being unreachable or silent."""
+
+
+class ClientGone(ConnectionResetError):
+    """The client went away mid-answer: the upstream request is released, which aborts it in the engine."""
+
+
+CLIENT_GONE = 499
+"""Status counted for a request whose client left mid-answer (nginx's convention)."""
+
+
+class Proxy:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        metrics: GatewayMetrics,
+        *,
+        index: InMemoryIndex,
+        history: InMemoryIndex,
+        block_sizes: BlockSizes,
+    ) -> None:
+        self.cfg, self.metrics = cfg, metrics
+        self.index, self.history, self.block_sizes = index, history, block_sizes
+        self.session: aiohttp.ClientSession | None = None
+        t = cfg.timeouts
+        self._connect_only = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=None)
+
+    async def attempt(self, ctx: RequestContext) -> web.StreamResponse:
+        """Decide, then send to the best endpoint, retrying the next-ranked before any byte is relayed.
+        NoEndpointNow (the request may wait) when nothing could be sent or reached."""
+        assert ctx.routing is not None
+        decision = ctx.decision = await ctx.router.route(ctx.routing, ctx.route.endpoints)
+        if ctx.routed_s is None:
+            ctx.routed_s = time.perf_counter()
+            self.metrics.routing.labels(ctx.router_name).observe(ctx.routed_s - ctx.started_s)
+        if not decision.ranked:
+            raise NoEndpointNow("no ready endpoint")
+        failures, replied = [], False
+        for attempt, ep in enumerate(decision.ranked[: 1 + self.cfg.max_retries]):
+            if attempt:
+                self.metrics.retries.labels("upstream").inc()
+            try:
+                return await self._exchange(ctx, ep)
+            except _NotAnswered as e:
+                ep.eject(time.monotonic())
+                failures.append(str(e))
+                replied = replied or e.replied
+        if replied:
+            raise UpstreamFailed(f"every endpoint tried failed before answering ({'; '.join(failures)})")
+        raise NoEndpointNow(f"no endpoint reachable ({'; '.join(failures)})")
+
+    async def _exchange(self, ctx: RequestContext, ep: Endpoint) -> web.StreamResponse:
+        assert self.session is not None and ctx.routing is not None and ctx.decision is not None
+        t, loop, request = self.cfg.timeouts, asyncio.get_running_loop(), ctx.request
+        end = math.inf if ctx.stream else loop.time() + t.total_s
+        cached = ctx.decision.cached_tokens
+        backlog = uncached_tokens(ctx.routing, cached, ep.id)
+        self._sent(ctx, ep, cached)
+        ep.in_flight += 1
+        ep.prefill_backlog += backlog
+        in_flight = self.metrics.in_flight.labels(ctx.model)
+        in_flight.inc()
+        upstream: aiohttp.ClientResponse | None = None
+        resp: web.StreamResponse | None = None
+        try:
+            try:
+                async with asyncio.timeout_at(min(loop.time() + t.first_byte_s, end)) as deadline:
+                    upstream = await self.session.post(
+                        f"{ep.url}{request.path}",
+                        data=ctx.body,
+                        headers={"Content-Type": request.headers.get("Content-Type", "application/json")},
+                        timeout=self._connect_only,
+                    )
+                    if upstream.status >= 500:
+                        raise _NotAnswered(f"{ep.id}: HTTP {upstream.status}", replied=True)
+                    chunk = await upstream.content.readany()
+                    ep.prefill_backlog -= backlog
+                    backlog = 0
+                    self._first_byte(ctx, ep)
+                    resp = web.StreamResponse(status=upstream.status, headers=_passthrough(upstream.headers))
+                    if request.headers.get(DEBUG_HEADER):
+                        resp.headers["x-headway-endpoint"] = ep.id
+                        resp.headers["x-headway-worker"] = _PID
+                        resp.headers["x-headway-scores"] = json.dumps(
+                            ctx.decision.scores.get(ep.id, {}), separators=(",", ":")
+                        )
+                    await _to_client(resp.prepare(request))
+                    ctx.first_byte_s = time.perf_counter()
+                    generated = GeneratedTokens(stream=ctx.stream, chat=ctx.chat)
+                    while chunk:
+                        try:
+                            await resp.write(chunk)
+                        except ConnectionError as e:
+                            raise ClientGone(str(e)) from None
+                        generated.feed(chunk)
+                        deadline.reschedule(min(loop.time() + t.idle_s, end))
+                        chunk = await upstream.content.readany()
+            except ClientGone:
+                ctx.outcome = CLIENT_GONE
+                assert resp is not None
+                return resp  # aiohttp finishes it on the closed connection and logs a client disconnect
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
+                if resp is None:
+                    raise _NotAnswered(f"{ep.id}: {type(e).__name__}", replied=False) from None
+                return await self._cut(ctx, ep, resp, type(e).__name__)
+            except TimeoutError:
+                if resp is None:
+                    raise _NotAnswered(f"{ep.id}: no answer within {t.first_byte_s:g}s", replied=False) from None
+                what = f"answer over {t.total_s:g}s" if loop.time() >= end else f"silent for {t.idle_s:g}s"
+                return await self._cut(ctx, ep, resp, what)
+            if upstream.status == 200 and (out := generated.total()) is not None:
+                self.metrics.shapes.labels(
+                    ctx.model, le_label(len(ctx.routing.tokens), INPUT_EDGES), le_label(out, OUTPUT_EDGES)
+                ).inc()
+            try:
+                await resp.write_eof()
+            except ConnectionError:
+                ctx.outcome = CLIENT_GONE
+            return resp
+        finally:
+            if upstream is not None:
+                upstream.release()
+            ep.prefill_backlog -= backlog
+            ep.in_flight -= 1
+            in_flight.dec()
+
+    def _sent(self, ctx: RequestContext, ep: Endpoint, cached: Mapping[str, int]) -> None:
+        """The request is on its way to `ep`: remember it in the routing history (approx-prefix), count the
+        predicted hit, tell the router, and mark the prompt pending there until its first token (under
+        load a request waits in the engine's queue for seconds, and its KV events only come after that)."""
+        assert ctx.routing is not None
+        keys = ctx.routing.keys(self.block_sizes.of(ep))
+        self.history.speculate(ep.id, keys, _HISTORY_TTL_S)
+        self.metrics.predicted_hit_tokens.inc(cached.get(ep.id, 0))
+        ctx.router.routed(ctx.routing, ep)
+        if self.cfg.pending_ttl_s and ctx.router.speculative:
+            self.index.speculate(ep.id, keys, self.cfg.pending_ttl_s)
+
+    def _first_byte(self, ctx: RequestContext, ep: Endpoint) -> None:
+        """The engine has computed the prompt's blocks by now, and its events may still be in flight:
+        count them as held for `speculative_ttl_s`. Not at routing time: requests arriving together would
+        all be sent after a prefix that no engine holds yet, and pile onto one engine for nothing."""
+        if self.cfg.speculative_ttl_s and ctx.router.speculative:
+            assert ctx.routing is not None
+            self.index.speculate(ep.id, ctx.routing.keys(self.block_sizes.of(ep)), self.cfg.speculative_ttl_s)
+
+    async def _cut(self, ctx: RequestContext, ep: Endpoint, resp: web.StreamResponse, why: str) -> web.StreamResponse:
+        """The engine failed after the client got the first byte: no retry is possible. A stream ends with
+        an error event and [DONE]; a non-streamed answer cannot say so in-band, so its connection closes
+        (the client sees a broken response, never a truncated one that looks whole)."""
+        ep.eject(time.monotonic())
+        log.warning("engine %s failed mid-answer: %s", ep.id, why)
+        ctx.outcome = UpstreamFailed.status
+        if not ctx.stream:
+            if ctx.request.transport is not None:
+                ctx.request.transport.abort()
+            return resp
+        err = UpstreamFailed(f"the engine {ep.id} failed mid-stream: {why}")
+        with contextlib.suppress(ConnectionError):
+            await resp.write(b"data: " + err.body() + b"\n\ndata: [DONE]\n\n")
+            await resp.write_eof()
+        return resp
+
+
+async def _to_client(write: Awaitable[object]) -> None:
+    """Await a write to the client; its failure is the client's disconnect, never the engine's fault."""
+    try:
+        await write
+    except ConnectionError as e:
+        raise ClientGone(str(e)) from None
+
+
+def _passthrough(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP}
