@@ -178,12 +178,14 @@ class Proxy:
 
     def _sent(self, ctx: RequestContext, ep: Endpoint, cached: Mapping[str, int]) -> None:
         """The request is on its way to `ep`: remember it in the routing history (approx-prefix), count the
-        predicted hit, tell the router, and mark the prompt pending there until its first token (under
+        pick and its predicted hit, tell the router, and mark the prompt pending there until its first token (under
         load a request waits in the engine's queue for seconds, and its KV events only come after that)."""
         assert ctx.routing is not None
         keys = ctx.routing.keys(self.block_sizes.of(ep))
         self.history.speculate(ep.id, keys, _HISTORY_TTL_S)
-        self.metrics.predicted_hit_tokens.inc(cached.get(ep.id, 0))
+        hit = cached.get(ep.id, 0)
+        self.metrics.picks.labels(ctx.router_name, "yes" if hit else "no").inc()
+        self.metrics.predicted_hit_tokens.inc(hit)
         ctx.router.routed(ctx.routing, ep)
         if self.cfg.pending_ttl_s and ctx.router.speculative:
             self.index.speculate(ep.id, keys, self.cfg.pending_ttl_s)

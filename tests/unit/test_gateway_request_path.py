@@ -221,6 +221,7 @@ def test_tokenize_timeout_bounds_the_engine_tokenizer_and_routing_goes_on() -> N
             await eventually_async(lambda: all(ep.scraped_at for ep in gw.all_endpoints()), what="engine scraped")
             status, _, took = await post(url, {"model": "m", "prompt": "no tokenizer here", "max_tokens": 1})
             assert status == 200 and took < 3.0, (status, took)
+            assert gw.metrics.picks.labels("kv-aware", "no")._value.get() == 1, "the pick is counted"
 
     asyncio.run(scenario())
 
