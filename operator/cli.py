@@ -20,7 +20,9 @@ def _run(cfg: OperatorConfig, *, liveness: str | None, verbose: bool) -> None:
     """Reconcile ModelPools into vLLM Deployments, a Service and a PodDisruptionBudget each."""
     import kopf
 
+    from headway.api.events import load_api_client
     from headway.operator.handlers import build_registry
+    from headway.operator.served import wait_until_served
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -30,6 +32,7 @@ def _run(cfg: OperatorConfig, *, liveness: str | None, verbose: bool) -> None:
     if not verbose:  # kopf logs every handled watch event at INFO; keep the operator's own logs readable
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     registry = build_registry(cfg)
+    wait_until_served(load_api_client())
 
     async def run() -> None:
         asyncio.get_running_loop().set_exception_handler(_quiet_watch_close)
