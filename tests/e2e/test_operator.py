@@ -436,3 +436,13 @@ def test_kubectl_shows_model_replicas_readiness_and_age(
     header = out.stdout.splitlines()[0].split()
     assert header == ["NAME", "MODEL", "REPLICAS", "READY", "SLO", "AGE"], out.stdout + out.stderr
     assert out.stdout.splitlines()[1].split()[:2] == ["cols", "tiny"]
+
+
+def test_the_operator_starts_watching_only_once_discovery_serves_modelpools(crd: LocalCluster) -> None:
+    """kopf looks resources up once at start: the operator first waits until the API lists ModelPools, and
+    gives up (saying so) at its deadline for a resource that is not served."""
+    from headway.operator.served import wait_until_served
+
+    api = crd.api_client()
+    assert wait_until_served(api, timeout_s=30)
+    assert not wait_until_served(api, plural="nopools", timeout_s=1.0, interval_s=0.2)
