@@ -1,7 +1,7 @@
 """One request's context: what the request path needs of it, filled in as the request moves along.
 
 admission (slot) → body, fields, route, router → routing view (tokens) → decision → endpoint →
-first byte → status. Each stage reads what earlier ones wrote here, instead of threading a growing
+outcome. Each stage reads what earlier ones wrote here, instead of threading a growing
 list of arguments through nested calls.
 """
 
@@ -34,8 +34,6 @@ class RequestContext:
     """The endpoint that answered (the last one tried)."""
     routed_s: float | None = None
     """perf_counter() when the first decision was made."""
-    first_byte_s: float | None = None
-    """perf_counter() when the first byte of the answer reached the client."""
     held: bool = False
     """The request waited for a ready endpoint."""
     outcome: int | None = None

@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 
 import aiohttp
 from aiohttp import web
@@ -136,8 +136,10 @@ class Proxy:
                         resp.headers["x-headway-scores"] = json.dumps(
                             ctx.decision.scores.get(ep.id, {}), separators=(",", ":")
                         )
-                    await _to_client(resp.prepare(request))
-                    ctx.first_byte_s = time.perf_counter()
+                    try:
+                        await resp.prepare(request)
+                    except ConnectionError as e:
+                        raise ClientGone(str(e)) from None
                     generated = GeneratedTokens(stream=ctx.stream, chat=ctx.chat)
                     while chunk:
                         try:
@@ -214,14 +216,6 @@ class Proxy:
             await resp.write(b"data: " + err.body() + b"\n\ndata: [DONE]\n\n")
             await resp.write_eof()
         return resp
-
-
-async def _to_client(write: Awaitable[object]) -> None:
-    """Await a write to the client; its failure is the client's disconnect, never the engine's fault."""
-    try:
-        await write
-    except ConnectionError as e:
-        raise ClientGone(str(e)) from None
 
 
 def _passthrough(headers: Mapping[str, str]) -> dict[str, str]:

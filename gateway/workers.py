@@ -159,9 +159,18 @@ async def run_hub(cfg: GatewayConfig, directory: str, stop: asyncio.Event) -> No
 
     async def speculation_forever() -> None:
         while True:
+            # Consecutive keys one worker speculated for one pod with one lifetime (the index reports each
+            # key's remaining lifetime, so they differ by microseconds): one index call.
+            run: list[int] = []
+            run_pod, run_ttl_s = "", 0.0
             for op, pod, key, ttl_s in _DECODE.decode(await pull.recv()):
                 if op == "add" and ttl_s > 0:
-                    index.speculate(pod, (key,), ttl_s)
+                    if run and (pod != run_pod or abs(ttl_s - run_ttl_s) > 0.1):
+                        index.speculate(run_pod, run, run_ttl_s)
+                        run = []
+                    if not run:
+                        run_pod, run_ttl_s = pod, ttl_s
+                    run.append(key)
                 elif op == "hello":
                     sizes.clear()
                     publish_sizes()
@@ -174,6 +183,8 @@ async def run_hub(cfg: GatewayConfig, directory: str, stop: asyncio.Event) -> No
                             if exp == 0.0 or exp > now
                         ]
                     )
+            if run:
+                index.speculate(run_pod, run, run_ttl_s)
 
     tasks = [asyncio.create_task(sizes_forever()), asyncio.create_task(speculation_forever())]
     if cfg.kv_events_bind:
