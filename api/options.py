@@ -121,6 +121,9 @@ def _option(
         inner, repeated = _cli_type(info.annotation, param)
         cli_type = inner | None
         help_text = info.description or ""
+        choices = _choices(info.annotation)
+        if choices:
+            help_text = f"{help_text} One of: {', '.join(choices)}.".strip()
         if required:
             help_text = f"{help_text} (required)".strip()
         elif not repeated and (default := info.get_default(call_default_factory=True)) is not None:
@@ -144,9 +147,17 @@ def _cli_type(annotation: Any, param: str) -> tuple[Any, bool]:
         args = get_args(annotation)
         if len(args) == 2 and args[1] is Ellipsis and args[0] in (str, int, float):
             return list[args[0]], True  # type: ignore[valid-type]
-    if origin is Literal or annotation in (str, int, float, bool, Path):
+    if origin is Literal:  # the model checks the choice: a wrong one reads like every other mistake
+        return str, False
+    if annotation in (str, int, float, bool, Path):
         return annotation, False
     raise TypeError(f"settings field {param!r} ({annotation}) needs a Parser to be a CLI option")
+
+
+def _choices(annotation: Any) -> list[str]:
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [c for a in get_args(annotation) for c in _choices(a)]
+    return [str(a) for a in get_args(annotation)] if get_origin(annotation) is Literal else []
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:

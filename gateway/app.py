@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -25,9 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from headway.api.aio import cancel_and_wait
 from headway.api.modelpool import Routing
 from headway.gateway.admission import Admission
-from headway.gateway.auth import ApiKeys, Authenticator
+from headway.gateway.auth import ApiKey, ApiKeys, Authenticator
 from headway.gateway.config import GatewayConfig
 from headway.gateway.context import RequestContext
+from headway.gateway.dispatch import Dispatch
 from headway.gateway.endpoints import Endpoint, scrape_forever
 from headway.gateway.errors import BodyTooLarge, GatewayError, ModelNotFound
 from headway.gateway.metrics import GatewayMetrics
@@ -45,6 +46,9 @@ from headway.kvcache.index import InMemoryIndex
 from headway.kvcache.metrics import KvCacheMetrics
 from headway.kvcache.redis_index import RedisLookup, RedisMirror
 from headway.kvcache.subscriber import KvEventIngest, subscribe
+
+if TYPE_CHECKING:
+    from headway.gateway.discovery import KubernetesDiscovery
 
 log = logging.getLogger(__name__)
 SERVE_OPTIONS: dict[str, Any] = {"handler_cancellation": True, "access_log": None}
@@ -87,9 +91,13 @@ class Gateway:
         self.routes = RouteTable(self.build_routers, on_endpoint_gone=lambda e: self.ingest.forget_pod(e.id))
         self.admission = Admission(cfg.max_in_flight, cfg.hold_s, self.metrics)
         self.tokens = PromptTokens(stale_after_s=cfg.stale_after_s, tokenize_s=cfg.timeouts.tokenize_s)
-        self.proxy = Proxy(cfg, self.metrics, index=self.index, history=self.history, block_sizes=self.block_sizes)
+        self.dispatch = Dispatch(
+            cfg, self.metrics, index=self.index, history=self.history, block_sizes=self.block_sizes
+        )
+        self.proxy = Proxy(cfg, self.metrics, self.dispatch)
         self.auth = Authenticator(ApiKeys.load(Path(cfg.api_keys_file)), cfg.redis_url) if cfg.api_keys_file else None
         self.session: aiohttp.ClientSession | None = None
+        self.discovery: KubernetesDiscovery | None = None
         if cfg.discovery == "static":
             assert cfg.model is not None
             route = self.routes.apply(
@@ -112,6 +120,10 @@ class Gateway:
         routers.update({name: build_router(name, p, self.deps) for name, p in self.cfg.profiles.items()})
         routers.update({name: factory(self.deps) for name, factory in self.custom_routers.items()})
         return routers
+
+    def ready(self) -> bool:
+        """Routes are known: static ones at once; discovered ones once every watch has listed."""
+        return self.cfg.discovery == "static" or (self.discovery is not None and self.discovery.synced.is_set())
 
     def all_endpoints(self) -> list[Endpoint]:
         return self.routes.endpoints()
@@ -139,7 +151,8 @@ class Gateway:
         if self.cfg.discovery == "kubernetes":
             from headway.gateway.discovery import KubernetesDiscovery
 
-            tasks.append(asyncio.create_task(KubernetesDiscovery(self.routes, self.cfg.namespaces).run()))
+            self.discovery = KubernetesDiscovery(self.routes, self.cfg.namespaces)
+            tasks.append(asyncio.create_task(self.discovery.run()))
         if self.hub is not None:
             tasks.append(asyncio.create_task(self.hub.follow(self.index, self.ingest.block_sizes)))
         elif self.cfg.kv_events_bind:
@@ -188,15 +201,7 @@ class Gateway:
         key = self.auth.authenticate(request.headers.get("Authorization")) if self.auth else None
         with self.admission.slot():
             body = await self._read_body(request)
-            fields = parse_routing_fields(body, chat=chat)
-            route = self.routes.get(fields.model)
-            if route is None:
-                raise ModelNotFound(f"The model `{fields.model}` does not exist.", "model")
-            name, router = route.router_for(request.headers.get(STRATEGY_HEADER))
-            ctx = RequestContext(request, body, fields, route, name, router, started)
-            ctx.routing = RoutingRequest(fields.model, await self.tokens.of(route, fields), *prompt_texts(fields))
-            if key is not None and self.auth is not None:
-                await self.auth.charge(key, len(ctx.routing.tokens) + (fields.max_tokens or 16))
+            ctx = await self.context(body, request.headers, started, chat=chat, key=key, request=request)
             code = 502
             try:
                 resp = await self.admission.hold(ctx, self.proxy.attempt)
@@ -209,8 +214,32 @@ class Gateway:
                 code = CLIENT_GONE
                 raise
             finally:
-                self.metrics.requests.labels(name, str(code)).inc()
-                self.metrics.duration.labels(name).observe(time.perf_counter() - started)
+                self.metrics.requests.labels(ctx.router_name, str(code)).inc()
+                self.metrics.duration.labels(ctx.router_name).observe(time.perf_counter() - started)
+
+    async def context(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        started: float,
+        *,
+        chat: bool,
+        key: ApiKey | None = None,
+        request: web.Request | None = None,
+    ) -> RequestContext:
+        """The request's context, from its body to its exact prompt tokens, whichever front end it came
+        through: its routing fields, its model's route, the router it asked for (x-headway-strategy) and
+        its tokens, with its key charged for them. GatewayError for what the client must fix."""
+        fields = parse_routing_fields(body, chat=chat)
+        route = self.routes.get(fields.model)
+        if route is None:
+            raise ModelNotFound(f"The model `{fields.model}` does not exist.", "model")
+        name, router = route.router_for(headers.get(STRATEGY_HEADER))
+        ctx = RequestContext(request, body, fields, route, name, router, started)
+        ctx.routing = RoutingRequest(fields.model, await self.tokens.of(route, fields), *prompt_texts(fields))
+        if key is not None and self.auth is not None:
+            await self.auth.charge(key, len(ctx.routing.tokens) + (fields.max_tokens or 16))
+        return ctx
 
     async def _read_body(self, request: web.Request) -> bytes:
         if request.content_length is not None and request.content_length > self.cfg.max_body_bytes:

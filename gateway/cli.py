@@ -57,6 +57,11 @@ def _run(cfg: GatewayConfig, *, event_loop: str, verbose: bool) -> None:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     gw = _check(cfg)
+    if cfg.mode == "epp":
+        from headway.gateway.epp import epp_app
+
+        web.run_app(epp_app(gw), host=cfg.host, port=cfg.metrics_port, print=None, access_log=None)
+        return
     web.run_app(gw.app(), host=cfg.host, port=cfg.port, print=None, **SERVE_OPTIONS)
 
 

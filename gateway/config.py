@@ -28,8 +28,23 @@ class UpstreamTimeouts(BaseModel, frozen=True, extra="forbid"):
 
 
 class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
+    mode: Literal["proxy", "epp"] = Field(
+        "proxy",
+        description="proxy: serve the OpenAI API on --port and forward requests; epp: a Gateway API Inference "
+        "Extension Endpoint Picker — Envoy's ext_proc gRPC on --port, and the Gateway forwards.",
+    )
     host: str = Field("127.0.0.1", description="Listen address.")
-    port: int = Field(8080, ge=1, le=65535, description="Listen port.")
+    port: int = Field(8080, ge=1, le=65535, description="Listen port (epp mode: the ext_proc gRPC port).")
+    metrics_port: int = Field(
+        9090, ge=1, le=65535, description="epp mode: /metrics and /healthz over HTTP (proxy mode: on --port)."
+    )
+    fallbacks: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="epp mode: endpoints listed after the chosen one, for a data plane that retries along the "
+        "list (Envoy's override-host policy); an ORIGINAL_DST cluster reads a single address.",
+    )
     discovery: Literal["static", "kubernetes"] = Field(
         "static", description="static: one model on a fixed list of engines; kubernetes: every ModelPool's Ready pods."
     )
@@ -84,6 +99,8 @@ class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
 
     @model_validator(mode="after")
     def _static_needs_model_and_endpoints(self) -> GatewayConfig:
+        if self.mode == "epp" and self.workers > 1:
+            raise ValueError("--workers applies to proxy mode; run more Endpoint Picker replicas instead")
         if self.discovery == "static" and (not self.model or not self.endpoints):
             raise ValueError("static discovery needs --model and at least one --endpoint")
         taken = set(PRESETS) & set(self.profiles)

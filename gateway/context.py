@@ -1,8 +1,9 @@
 """One request's context: what the request path needs of it, filled in as the request moves along.
 
-admission (slot) → body, fields, route, router → routing view (tokens) → decision → endpoint →
-outcome. Each stage reads what earlier ones wrote here, instead of threading a growing
-list of arguments through nested calls.
+admission (slot) → body, fields, route, router → routing view (tokens) → [candidates] → decision →
+endpoint → outcome. Each stage reads what earlier ones wrote here, instead of threading a growing list
+of arguments through nested calls. The same context serves both front ends: headway's proxy (`request`
+is the client's aiohttp request) and the Endpoint Picker behind a Gateway's Envoy (`request` is None).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from headway.gateway.routing.types import Decision, Router, RoutingRequest
 
 @dataclass(slots=True)
 class RequestContext:
-    request: web.Request
+    request: web.Request | None
+    """The client's request when headway's proxy forwards it; None behind Envoy (Endpoint Picker)."""
     body: bytes
     """The original bytes, forwarded untouched."""
     fields: CompletionFields | ChatFields
@@ -29,6 +31,8 @@ class RequestContext:
     started_s: float
     """perf_counter() at arrival."""
     routing: RoutingRequest | None = None
+    candidates: list[Endpoint] | None = None
+    """The endpoints this request may go to when narrower than its pool's (a Gateway's subset hint)."""
     decision: Decision | None = None
     endpoint: Endpoint | None = None
     """The endpoint that answered (the last one tried)."""

@@ -66,6 +66,9 @@ class KubernetesDiscovery:
         self.pools: dict[PoolKey, ModelPoolSpec] = {}
         self.pods: dict[PoolKey, dict[str, tuple[str, str | None]]] = {}  # pool → pod uid → (url, variant)
         self._stop = threading.Event()
+        self.synced = asyncio.Event()
+        """Set once every watch has listed what exists (the Endpoint Picker's readiness)."""
+        self._unsynced = 0
 
     async def run(self) -> None:
         api = await asyncio.to_thread(_api_client)
@@ -75,6 +78,7 @@ class KubernetesDiscovery:
             loop.call_soon_threadsafe(fn, *args)
 
         threads = []
+        self._unsynced = 2 * len(self.namespaces)
         for ns in self.namespaces:
             threads.append(threading.Thread(target=self._watch, args=(api, ns, "pools", deliver), daemon=True))
             threads.append(threading.Thread(target=self._watch, args=(api, ns, "pods", deliver), daemon=True))
@@ -97,10 +101,23 @@ class KubernetesDiscovery:
             args = (ns,) if ns else ()
             kwargs = {"label_selector": POOL_LABEL}
             handler = self.on_pod
+        listed = False
         while not self._stop.is_set():
             try:
+                # list, then watch from the list's version: what existed is delivered before anything is
+                # called synced, and nothing between the two is missed
+                items = fn(*args, **kwargs)
+                for obj in items["items"] if isinstance(items, dict) else items.items:
+                    body = obj if isinstance(obj, dict) else api.sanitize_for_serialization(obj)
+                    deliver(handler, "ADDED", body)
+                if not listed:
+                    listed = True
+                    deliver(self._listed)
+                version = (
+                    items["metadata"]["resourceVersion"] if isinstance(items, dict) else items.metadata.resource_version
+                )
                 w = k8s_watch.Watch()
-                for ev in w.stream(fn, *args, timeout_seconds=60, **kwargs):
+                for ev in w.stream(fn, *args, timeout_seconds=60, resource_version=version, **kwargs):
                     obj = ev["object"]
                     body = obj if isinstance(obj, dict) else api.sanitize_for_serialization(obj)
                     deliver(handler, ev["type"], body)
@@ -109,6 +126,11 @@ class KubernetesDiscovery:
             except Exception as e:  # restart the watch from a fresh list on any error (410 Gone, network)
                 log.debug("%s watch restarting: %s", kind, e)
                 self._stop.wait(1.0)
+
+    def _listed(self) -> None:
+        self._unsynced -= 1
+        if self._unsynced <= 0:
+            self.synced.set()
 
     # ----- called on the event loop
     def on_pool(self, kind: str, body: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from headway.api.labels import (
     METRIC_GATEWAY_REQUESTS,
     METRIC_GATEWAY_RETRIES,
     METRIC_GATEWAY_ROUTING_DURATION,
+    METRIC_GATEWAY_SERVED,
 )
 
 
@@ -79,4 +80,11 @@ class GatewayMetrics:
             ("model",),
             registry=registry,
             multiprocess_mode="livesum",
+        )
+        self.served = Counter(
+            METRIC_GATEWAY_SERVED,
+            "Endpoint Picker: who served each picked request, as the data plane reports it (chosen: the first "
+            "choice; fallback: another; unreported: the data plane did not say).",
+            ("outcome",),
+            registry=registry,
         )

@@ -7,8 +7,8 @@ headers at once and its first token after queueing and prefill); `idle_s` betwee
 `total_s` for a whole non-streamed answer. One `asyncio.timeout` is rescheduled per chunk, so each
 phase costs a timer, not a task.
 
-An endpoint counts the request as in flight — and its uncached prompt tokens as prefill backlog until the
-first byte — from the moment it is sent, whether the answer is streamed or not.
+The bookkeeping around each pick (in-flight and prefill-backlog counts, the routed prefix, the answer's
+shape) is gateway/dispatch.py's, shared with the Endpoint Picker.
 """
 
 from __future__ import annotations
@@ -25,22 +25,18 @@ from collections.abc import Mapping
 import aiohttp
 from aiohttp import web
 
-from headway.api.shape import INPUT_EDGES, OUTPUT_EDGES, le_label
 from headway.gateway.admission import NoEndpointNow
 from headway.gateway.config import GatewayConfig
 from headway.gateway.context import RequestContext
+from headway.gateway.dispatch import Dispatch
 from headway.gateway.endpoints import Endpoint
 from headway.gateway.errors import UpstreamFailed
 from headway.gateway.metrics import GatewayMetrics
 from headway.gateway.openai import GeneratedTokens
-from headway.gateway.routing.blocks import BlockSizes
-from headway.gateway.routing.types import uncached_tokens
-from headway.kvcache.index import InMemoryIndex
 
 log = logging.getLogger(__name__)
 DEBUG_HEADER = "x-headway-debug"
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "server", "date"}
-_HISTORY_TTL_S = 120.0
 _PID = str(os.getpid())
 
 
@@ -62,17 +58,8 @@ CLIENT_GONE = 499
 
 
 class Proxy:
-    def __init__(
-        self,
-        cfg: GatewayConfig,
-        metrics: GatewayMetrics,
-        *,
-        index: InMemoryIndex,
-        history: InMemoryIndex,
-        block_sizes: BlockSizes,
-    ) -> None:
-        self.cfg, self.metrics = cfg, metrics
-        self.index, self.history, self.block_sizes = index, history, block_sizes
+    def __init__(self, cfg: GatewayConfig, metrics: GatewayMetrics, dispatch: Dispatch) -> None:
+        self.cfg, self.metrics, self.dispatch = cfg, metrics, dispatch
         self.session: aiohttp.ClientSession | None = None
         t = cfg.timeouts
         self._connect_only = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=None)
@@ -80,13 +67,7 @@ class Proxy:
     async def attempt(self, ctx: RequestContext) -> web.StreamResponse:
         """Decide, then send to the best endpoint, retrying the next-ranked before any byte is relayed.
         NoEndpointNow (the request may wait) when nothing could be sent or reached."""
-        assert ctx.routing is not None
-        decision = ctx.decision = await ctx.router.route(ctx.routing, ctx.route.endpoints)
-        if ctx.routed_s is None:
-            ctx.routed_s = time.perf_counter()
-            self.metrics.routing.labels(ctx.router_name).observe(ctx.routed_s - ctx.started_s)
-        if not decision.ranked:
-            raise NoEndpointNow("no ready endpoint")
+        decision = await self.dispatch.decide(ctx)
         failures, replied = [], False
         for attempt, ep in enumerate(decision.ranked[: 1 + self.cfg.max_retries]):
             if attempt:
@@ -104,16 +85,12 @@ class Proxy:
     async def _exchange(self, ctx: RequestContext, ep: Endpoint) -> web.StreamResponse:
         assert self.session is not None and ctx.routing is not None and ctx.decision is not None
         t, loop, request = self.cfg.timeouts, asyncio.get_running_loop(), ctx.request
+        assert request is not None
         end = math.inf if ctx.stream else loop.time() + t.total_s
-        cached = ctx.decision.cached_tokens
-        backlog = uncached_tokens(ctx.routing, cached, ep.id)
-        self._sent(ctx, ep, cached)
-        ep.in_flight += 1
-        ep.prefill_backlog += backlog
-        in_flight = self.metrics.in_flight.labels(ctx.model)
-        in_flight.inc()
+        sent = self.dispatch.send(ctx, ep)
         upstream: aiohttp.ClientResponse | None = None
         resp: web.StreamResponse | None = None
+        generated: GeneratedTokens | None = None
         try:
             try:
                 async with asyncio.timeout_at(min(loop.time() + t.first_byte_s, end)) as deadline:
@@ -126,16 +103,10 @@ class Proxy:
                     if upstream.status >= 500:
                         raise _NotAnswered(f"{ep.id}: HTTP {upstream.status}", replied=True)
                     chunk = await upstream.content.readany()
-                    ep.prefill_backlog -= backlog
-                    backlog = 0
-                    self._first_byte(ctx, ep)
+                    sent.first_byte()
                     resp = web.StreamResponse(status=upstream.status, headers=_passthrough(upstream.headers))
                     if request.headers.get(DEBUG_HEADER):
-                        resp.headers["x-headway-endpoint"] = ep.id
-                        resp.headers["x-headway-worker"] = _PID
-                        resp.headers["x-headway-scores"] = json.dumps(
-                            ctx.decision.scores.get(ep.id, {}), separators=(",", ":")
-                        )
+                        resp.headers.update(debug_headers(ctx, ep))
                     try:
                         await resp.prepare(request)
                     except ConnectionError as e:
@@ -162,10 +133,7 @@ class Proxy:
                     raise _NotAnswered(f"{ep.id}: no answer within {t.first_byte_s:g}s", replied=False) from None
                 what = f"answer over {t.total_s:g}s" if loop.time() >= end else f"silent for {t.idle_s:g}s"
                 return await self._cut(ctx, ep, resp, what)
-            if upstream.status == 200 and (out := generated.total()) is not None:
-                self.metrics.shapes.labels(
-                    ctx.model, le_label(len(ctx.routing.tokens), INPUT_EDGES), le_label(out, OUTPUT_EDGES)
-                ).inc()
+            sent.end(status=upstream.status, generated=generated.total() if generated else None)
             try:
                 await resp.write_eof()
             except ConnectionError:
@@ -174,31 +142,7 @@ class Proxy:
         finally:
             if upstream is not None:
                 upstream.release()
-            ep.prefill_backlog -= backlog
-            ep.in_flight -= 1
-            in_flight.dec()
-
-    def _sent(self, ctx: RequestContext, ep: Endpoint, cached: Mapping[str, int]) -> None:
-        """The request is on its way to `ep`: remember it in the routing history (approx-prefix), count the
-        pick and its predicted hit, tell the router, and mark the prompt pending there until its first token (under
-        load a request waits in the engine's queue for seconds, and its KV events only come after that)."""
-        assert ctx.routing is not None
-        keys = ctx.routing.keys(self.block_sizes.of(ep))
-        self.history.speculate(ep.id, keys, _HISTORY_TTL_S)
-        hit = cached.get(ep.id, 0)
-        self.metrics.picks.labels(ctx.router_name, "yes" if hit else "no").inc()
-        self.metrics.predicted_hit_tokens.inc(hit)
-        ctx.router.routed(ctx.routing, ep)
-        if self.cfg.pending_ttl_s and ctx.router.speculative:
-            self.index.speculate(ep.id, keys, self.cfg.pending_ttl_s)
-
-    def _first_byte(self, ctx: RequestContext, ep: Endpoint) -> None:
-        """The engine has computed the prompt's blocks by now, and its events may still be in flight:
-        count them as held for `speculative_ttl_s`. Not at routing time: requests arriving together would
-        all be sent after a prefix that no engine holds yet, and pile onto one engine for nothing."""
-        if self.cfg.speculative_ttl_s and ctx.router.speculative:
-            assert ctx.routing is not None
-            self.index.speculate(ep.id, ctx.routing.keys(self.block_sizes.of(ep)), self.cfg.speculative_ttl_s)
+            sent.end()
 
     async def _cut(self, ctx: RequestContext, ep: Endpoint, resp: web.StreamResponse, why: str) -> web.StreamResponse:
         """The engine failed after the client got the first byte: no retry is possible. A stream ends with
@@ -208,7 +152,7 @@ class Proxy:
         log.warning("engine %s failed mid-answer: %s", ep.id, why)
         ctx.outcome = UpstreamFailed.status
         if not ctx.stream:
-            if ctx.request.transport is not None:
+            if ctx.request is not None and ctx.request.transport is not None:
                 ctx.request.transport.abort()
             return resp
         err = UpstreamFailed(f"the engine {ep.id} failed mid-stream: {why}")
@@ -216,6 +160,13 @@ class Proxy:
             await resp.write(b"data: " + err.body() + b"\n\ndata: [DONE]\n\n")
             await resp.write_eof()
         return resp
+
+
+def debug_headers(ctx: RequestContext, ep: Endpoint) -> dict[str, str]:
+    """Why this endpoint: for a request that asks with the x-headway-debug header."""
+    assert ctx.decision is not None
+    scores = json.dumps(ctx.decision.scores.get(ep.id, {}), separators=(",", ":"))
+    return {"x-headway-endpoint": ep.id, "x-headway-worker": _PID, "x-headway-scores": scores}
 
 
 def _passthrough(headers: Mapping[str, str]) -> dict[str, str]:

@@ -39,8 +39,7 @@ def _run(cfg: OperatorConfig, *, liveness: str | None, verbose: bool) -> None:
         await kopf.operator(
             registry=registry,
             standalone=True,
-            clusterwide=not cfg.namespaces,
-            namespaces=cfg.namespaces,
+            clusterwide=True,  # cfg.namespaces is applied in each handler (OperatorConfig.serves)
             liveness_endpoint=liveness,
         )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 from pydantic import BaseModel, Field
 
 
@@ -23,4 +25,25 @@ class OperatorConfig(BaseModel, frozen=True, extra="forbid"):
     field_manager: str = Field("headway-operator", description="Server-side apply field manager.")
     metrics_host: str = Field("127.0.0.1", description="Address of the operator's /metrics endpoint.")
     metrics_port: int = Field(9464, ge=0, le=65535, description="Port of /metrics (0: disabled).")
-    namespaces: tuple[str, ...] = Field((), description="Watch only these namespaces (empty: cluster-wide).")
+    namespaces: tuple[str, ...] = Field(
+        (),
+        description="Namespaces whose pools this operator serves: names or globs, `!glob` to exclude "
+        "(e.g. `team-*`, `!demo-*`); empty: all.",
+    )
+
+    def serves(self, namespace: str | None) -> bool:
+        """Whether a pool in `namespace` is this operator's: it matches an included pattern (or none is
+        given) and no excluded one.
+
+        Checked in each handler, over one cluster-wide watch, rather than handed to kopf as namespace
+        patterns: kopf then watches namespaces, and a namespace created while its watch starts is listed
+        by the watch and ignored as already known, so its pools go unserved until some later change to
+        the namespace."""
+        if not self.namespaces:
+            return True
+        ns = namespace or ""
+        include = [p for p in self.namespaces if not p.startswith("!")]
+        exclude = [p[1:] for p in self.namespaces if p.startswith("!")]
+        if include and not any(fnmatchcase(ns, p) for p in include):
+            return False
+        return not any(fnmatchcase(ns, p) for p in exclude)

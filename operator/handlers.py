@@ -71,6 +71,9 @@ def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
     def reconciler() -> PoolReconciler:
         return state["reconciler"]
 
+    def served(namespace: str | None, **_: Any) -> bool:
+        return cfg.serves(namespace)
+
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
@@ -112,19 +115,19 @@ def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
         metrics.RECONCILES.labels(trigger, "ok").inc()
         return {"created": outcome.created, "updated": outcome.updated, "deleted": outcome.deleted}
 
-    @kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_S, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_S, registry=registry, when=served)
     async def on_create(body: kopf.Body, **_: Any) -> None:
         await reconcile(body, "create")
 
-    @kopf.on.update(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_S, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_S, registry=registry, when=served)
     async def on_update(body: kopf.Body, **_: Any) -> None:
         await reconcile(body, "update")
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_S, registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_S, registry=registry, when=served)
     async def on_resume(body: kopf.Body, **_: Any) -> None:
         await reconcile(body, "resume")
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, when=served)
     async def on_pool_event(event: dict[str, Any], body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
         """Counts pools, and applies a new autoscaler recommendation (a status change, which the
         spec-driven update handler does not see). Children of a deleted pool go with it through
@@ -151,11 +154,12 @@ def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
         interval=cfg.resync_interval_s,
         initial_delay=cfg.resync_interval_s,
         registry=registry,
+        when=served,
     )
     async def on_timer(body: kopf.Body, **_: Any) -> None:
         await reconcile(body, "timer")
 
-    @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry)
+    @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry, when=served)
     async def on_deployment(event: dict[str, Any], body: kopf.Body, namespace: str, **_: Any) -> None:
         if "reconciler" not in state:
             return
@@ -169,7 +173,7 @@ def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
             return
         state["refresher"].request(namespace, pool)
 
-    @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS, registry=registry)
+    @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS, registry=registry, when=served)
     async def on_pod(body: kopf.Body, namespace: str, **_: Any) -> None:
         if "refresher" in state:
             state["refresher"].request(namespace, body["metadata"]["labels"][POOL_LABEL])

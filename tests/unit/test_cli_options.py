@@ -68,6 +68,13 @@ def test_every_setting_is_an_option_with_the_models_default(
             gateway_app, ["--model", "m", "-e", "http://x:1", "--max-in-flight", "0"], "--max-in-flight: ", id="bound"
         ),
         pytest.param(gateway_app, ["--discovery", "static"], "static discovery needs --model", id="cross-field"),
+        pytest.param(
+            gateway_app,
+            ["--model", "m", "-e", "http://x:1", "--mode", "epp", "--workers", "2"],
+            "--workers applies to proxy mode",
+            id="epp-workers",
+        ),
+        pytest.param(gateway_app, ["--model", "m", "-e", "http://x:1", "--mode", "sidecar"], "--mode: ", id="mode"),
         pytest.param(autoscaler_app, ["--interval-s", "5"], "--profiles: Field required", id="required"),
         pytest.param(
             kvcache_app, ["--bind", "tcp://127.0.0.1:1", "--redis-url", "r", "--port", "0"], "--port: ", id="port"
