@@ -92,3 +92,10 @@ REASON_METRICS_AVAILABLE = "MetricsAvailable"
 REASON_METRICS_STALE = "MetricsStale"
 """ScalingActive=False: the metrics source failed or is stale, so the pool holds its size."""
 AUTOSCALER_LEASE = "headway-autoscaler"
+
+# Gateway API Inference Extension: the InferencePool the operator creates per ModelPool.
+INFERENCE_POOL_GROUP = "inference.networking.k8s.io"
+INFERENCE_POOL_VERSION = "v1"
+INFERENCE_POOL_PLURAL = "inferencepools"
+INFERENCE_POOL_KIND = "InferencePool"
+INFERENCE_POOL_CRD = f"{INFERENCE_POOL_PLURAL}.{INFERENCE_POOL_GROUP}"

@@ -147,6 +147,31 @@ class Autoscaling(_Spec):
     max_scale_up_step: int = Field(4, ge=1, le=100, description="Most replicas added per variant per decision.")
 
 
+class EndpointPickerRef(_Spec):
+    service: str = Field(
+        "headway-epp",
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="Service of headway's Endpoint Picker in the pool's namespace (the chart's epp.namespaces).",
+    )
+    port: int = Field(9002, ge=1, le=65535, description="Its ext_proc gRPC port.")
+    failure_mode: Literal["FailOpen", "FailClose"] = Field(
+        "FailClose",
+        description="When the Endpoint Picker does not answer: FailClose, the Gateway refuses the request; "
+        "FailOpen, the Gateway picks an endpoint itself.",
+    )
+
+
+class InferencePoolSpec(_Spec):
+    enabled: bool = Field(
+        True,
+        description="Create an InferencePool (inference.networking.k8s.io/v1) for this pool when the cluster "
+        "serves that API, so a Gateway with the Inference Extension routes to it through headway's picker.",
+    )
+    endpoint_picker: EndpointPickerRef = Field(default_factory=EndpointPickerRef)
+
+
 class ModelPoolSpec(_Spec):
     model_config = ConfigDict(
         json_schema_extra={
@@ -165,6 +190,7 @@ class ModelPoolSpec(_Spec):
     slo: Slo = Field(default_factory=Slo)
     routing: Routing = Field(default_factory=Routing)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    inference_pool: InferencePoolSpec = Field(default_factory=InferencePoolSpec)
 
     @model_validator(mode="after")
     def _unique_variants(self) -> ModelPoolSpec:

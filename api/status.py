@@ -124,6 +124,15 @@ class AutoscalingStatus(_Status):
     )
 
 
+class InferencePoolStatus(_Status):
+    """The InferencePool the operator keeps for the pool, as the Gateways that use it report."""
+
+    name: str = Field(description="The InferencePool (inference.networking.k8s.io/v1), same name and namespace.")
+    gateways: int = Field(0, ge=0, description="Gateways that list it among their parents.")
+    accepted: int = Field(0, ge=0, description="Of those, how many accepted it (condition Accepted=True).")
+    message: str | None = Field(None, description="Why a Gateway has not accepted it, when one has not.")
+
+
 class ModelPoolStatus(_Status):
     """The whole status subresource of a ModelPool."""
 
@@ -135,6 +144,9 @@ class ModelPoolStatus(_Status):
     conditions: list[Condition] | None = Field(None, json_schema_extra=_list_map("type"))
     variants: list[VariantStatus] | None = Field(None, json_schema_extra=_list_map("name"))
     autoscaling: AutoscalingStatus | None = None
+    inference_pool: InferencePoolStatus | None = Field(
+        None, description="Set while the cluster serves InferencePools and the pool has one."
+    )
 
 
 def find_condition(conditions: Sequence[Condition] | None, kind: str) -> Condition | None:

@@ -14,8 +14,9 @@ Answers:
   router's reads may still coalesce several events; that is the kernel's doing, as with a real engine
   that finishes many sequences in the same step.
 - `GET /health`, `GET /v1/models`, and `GET /metrics` with the vLLM gauges a router polls (all idle).
-HTTP/1.1 keep-alive only; a chunked request body gets 411, so a client that sends one shows up as non-2xx
-instead of being misread.
+HTTP/1.1 keep-alive only. A request body may be Content-Length framed or chunked (Envoy forwards a body
+it streamed through an ext_proc server chunked, as it does for headway's Endpoint Picker); a malformed
+chunked body closes the connection.
 """
 
 from __future__ import annotations
@@ -85,7 +86,6 @@ _ANSWERS = {
 }
 _COMPLETION_ANSWER = _plain("200 OK", b"application/json", _COMPLETION)
 _NOT_FOUND = _plain("404 Not Found", b"application/json", b'{"error":{"message":"not found","type":"not_found"}}')
-_LENGTH_REQUIRED = _plain("411 Length Required", b"text/plain", b"chunked request bodies are not accepted")
 
 
 def _wants_stream(body: bytes) -> bool:
@@ -96,6 +96,27 @@ def _wants_stream(body: bytes) -> bool:
         return json.loads(body).get("stream") is True
     except (ValueError, AttributeError):
         return False
+
+
+def _dechunk(buf: bytes, start: int) -> tuple[bytes, int] | None:
+    """A chunked body that begins at `start`: (the body, where the next request begins), or None while it
+    is incomplete; ValueError when it is malformed. Trailers are not expected (none are sent to engines)."""
+    parts, pos = [], start
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        size = int(buf[pos:eol].split(b";", 1)[0], 16)
+        if size == 0:
+            if len(buf) < eol + 4:
+                return None
+            if buf[eol + 2 : eol + 4] != b"\r\n":
+                raise ValueError("trailers in a chunked request body")
+            return b"".join(parts), eol + 4
+        if len(buf) < eol + 2 + size + 2:
+            return None
+        parts.append(buf[eol + 2 : eol + 2 + size])
+        pos = eol + 2 + size + 2
 
 
 class _Connection(asyncio.Protocol):
@@ -123,11 +144,21 @@ class _Connection(asyncio.Protocol):
             for line in lines[1:]:
                 key, _, value = line.partition(":")
                 headers[key.strip().lower()] = value.strip().lower()
-            length = int(headers.get("content-length", "0") or 0)
-            if len(self._buf) < end + 4 + length:
-                return
-            body = self._buf[end + 4 : end + 4 + length]
-            self._buf = self._buf[end + 4 + length :]
+            if "chunked" in headers.get("transfer-encoding", ""):
+                try:
+                    framed = _dechunk(self._buf, end + 4)
+                except ValueError:
+                    self._transport.close()
+                    return
+                if framed is None:
+                    return
+                body, after = framed
+            else:
+                length = int(headers.get("content-length", "0") or 0)
+                if len(self._buf) < end + 4 + length:
+                    return
+                body, after = self._buf[end + 4 : end + 4 + length], end + 4 + length
+            self._buf = self._buf[after:]
             self._answer(method, path.split("?", 1)[0], body, headers)
             if headers.get("connection") == "close" or version == "HTTP/1.0":
                 self._transport.close()
@@ -135,10 +166,7 @@ class _Connection(asyncio.Protocol):
     def _answer(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> None:
         transport = self._transport
         assert transport is not None
-        if "chunked" in headers.get("transfer-encoding", ""):
-            transport.write(_LENGTH_REQUIRED)
-            transport.close()
-        elif method == "POST" and path == "/v1/completions":
+        if method == "POST" and path == "/v1/completions":
             if _wants_stream(body):
                 for write in self._stream_writes:
                     transport.write(write)

@@ -1,7 +1,7 @@
 """Latency the gateway adds, the request rate it sustains, and the CPU it spends per request, against a
 zero-latency backend, side by side with vllm-router (PyPI, Rust) in the same run.
 
-    headway bench gateway-overhead [--seconds 6] [--vllm-router PATH] [--headway-workers N]
+    headway bench gateway-overhead [--seconds 6] [--vllm-router PATH] [--headway-workers N] [--no-envoy]
 
 Two kinds of response, each measured on every target:
 - non-streaming: a 1-token completion, so the fixed per-request cost (parse, route, connect, relay) shows;
@@ -14,6 +14,10 @@ highest request rate. "added" is the target's percentile minus the backend's own
 CPU per 1,000 requests is the user+system time of the target's process group (its workers included) over the
 throughput point, from /proc, divided by the requests wrk completed. wrk, the backend and the router under
 test share the machine's cores, so the figures compare targets within one run, not across machines.
+
+Behind a Gateway (unless --no-envoy): Envoy alone, and Envoy asking headway's Endpoint Picker over ext_proc
+(gateway/epp.py), with response bodies kept in Envoy or sent through the EPP; their cost is Envoy's and
+the EPP's process groups together.
 """
 
 from __future__ import annotations
@@ -29,13 +33,15 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench._machine import write_result
 from headway.devenv import procs
-from headway.devenv.tinymodel import tiny_model_dir
+from headway.devenv.engines import gateway_argv
+from headway.devenv.envoy import EnvoyProcess, bootstrap
 
 _PROMPT = "The gateway routes each request to the engine that holds its prefix, bounded by load."
 _LUA = """wrk.method = "POST"
@@ -47,6 +53,7 @@ _CLK_TCK_HZ = os.sysconf("SC_CLK_TCK")
 _BACKEND_NAME = "backend (direct)"
 _RATIO_NUMERATOR, _RATIO_DENOMINATOR = "headway kv-aware", "vllm-router round_robin"
 _RATIO_GOAL = 0.5
+_EPP_NUMERATOR = "envoy + headway EPP kv-aware"
 
 
 @dataclass(frozen=True)
@@ -64,11 +71,15 @@ KINDS = (Kind("non-streaming", None, stream=False), Kind("streamed", "streamed",
 
 @dataclass(frozen=True)
 class Target:
-    """Something wrk can load: its base URL and the process group whose CPU time is its cost."""
+    """Something wrk can load: its base URL and the process groups whose CPU time is its cost (Envoy and
+    the Endpoint Picker together, for the Gateway setup)."""
 
     name: str
     url: str
-    pgid: int
+    pgids: tuple[int, ...]
+
+    def cpu_s(self) -> float:
+        return sum(group_cpu_s(g) for g in self.pgids)
 
 
 @dataclass(frozen=True)
@@ -232,11 +243,11 @@ def measure(
     settled_s = [settle(target.url, stream_chunks)]
     one = wrk(target.url, 1, seconds, script)
     settled_s.append(settle(target.url, stream_chunks))
-    cpu0, bcpu0, (busy0, all0) = group_cpu_s(target.pgid), group_cpu_s(backend.pgid), machine_busy_ticks()
+    cpu0, bcpu0, (busy0, all0) = target.cpu_s(), backend.cpu_s(), machine_busy_ticks()
     t0 = time.monotonic()
     many = wrk(target.url, connections, seconds, script)
     wall_s = time.monotonic() - t0
-    cpu1, bcpu1, (busy1, all1) = group_cpu_s(target.pgid), group_cpu_s(backend.pgid), machine_busy_ticks()
+    cpu1, bcpu1, (busy1, all1) = target.cpu_s(), backend.cpu_s(), machine_busy_ticks()
     settled_s.append(settle(target.url, stream_chunks))
     per_1000 = 1000 / max(many.requests, 1)
     return {
@@ -258,6 +269,38 @@ def measure(
     }
 
 
+def _gateway_targets(work: Path, backend: Target, spawn: Callable[..., Target], started: list[int]) -> list[Target]:
+    """Envoy alone (its own balancing over the backend), and Envoy asking headway's Endpoint Picker
+    (kv-aware) for every request over ext_proc, as a Gateway API Inference Extension Gateway does:
+    response bodies not sent to the EPP (the GIE reference's ORIGINAL_DST setup), and sent to it (the
+    EPP relays them and counts generated tokens). The Envoy + EPP targets cost both process groups."""
+    backend_ep = backend.url.removeprefix("http://")
+    port, metrics_port = procs.free_port(), procs.free_port()
+    argv = [
+        *_headway_gateway_argv(backend.url, "kv-aware", "uvloop", port),
+        "--mode",
+        "epp",
+        "--metrics-port",
+        str(metrics_port),
+    ]
+    epp = spawn("headway EPP", argv, f"http://127.0.0.1:{metrics_port}/healthz")
+    out = []
+    for name, kw in (
+        ("envoy (no EPP)", {"epp_port": None, "upstream": "override_host", "endpoints": [backend_ep]}),
+        ("envoy + headway EPP kv-aware", {"epp_port": port}),
+        ("envoy + headway EPP kv-aware, bodies via EPP", {"epp_port": port, "response_body": True}),
+    ):
+        cfg = bootstrap(listen_port=procs.free_port(), admin_port=procs.free_port(), **kw)  # type: ignore[arg-type]
+        env = EnvoyProcess(work, cfg, name=name.replace(" ", "-").replace(",", "")).start()
+        started.append(env.pid)
+        out.append(Target(name, env.url, (env.pid, epp.pgids[0]) if kw["epp_port"] else (env.pid,)))
+    return out
+
+
+def _headway_gateway_argv(backend_url: str, strategy: str, loop: str, port: int) -> list[str]:
+    return gateway_argv(port, [backend_url], "--strategy", strategy, "--event-loop", loop)
+
+
 def _version(argv: list[str]) -> str | None:
     try:
         return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout.strip() or None
@@ -266,12 +309,12 @@ def _version(argv: list[str]) -> str | None:
 
 
 def print_table(results: dict[str, dict[str, Any]], ratios: dict[str, float | None]) -> None:
-    print(f"\n{'target':34} {'kind':14} {'add p50':>8} {'add p99':>8} {'max req/s':>10} {'CPU-s/1k':>9} {'non2xx':>6}")
+    print(f"\n{'target':46} {'kind':14} {'add p50':>8} {'add p99':>8} {'max req/s':>10} {'CPU-s/1k':>9} {'non2xx':>6}")
     for name, r in results.items():
         for kind in KINDS:
             k = r if kind.key is None else r[kind.key]
             print(
-                f"{name:34} {kind.name:14} {k['added_p50_ms']:8.3f} {k['added_p99_ms']:8.3f} "
+                f"{name:46} {kind.name:14} {k['added_p50_ms']:8.3f} {k['added_p99_ms']:8.3f} "
                 f"{k['max_req_s']:10} {k['cpu_s_per_1000_req']:9.3f} {k['non_2xx']:6}"
             )
     for kind_name, ratio in ratios.items():
@@ -287,6 +330,9 @@ def main() -> None:
     parser.add_argument("--stream-chunks", type=int, default=256, help="SSE events per streamed response.")
     parser.add_argument(
         "--headway-workers", type=int, default=None, help="Passed to `headway gateway --workers` (only when given)."
+    )
+    parser.add_argument(
+        "--no-envoy", action="store_true", help="Skip Envoy alone and Envoy + headway's Endpoint Picker."
     )
     parser.add_argument(
         "--asyncio-loop", action="store_true", help="Also measure headway kv-aware on the asyncio event loop."
@@ -308,7 +354,7 @@ def main() -> None:
         pid = procs.spawn(argv, log, cwd=work).pid
         started.append(pid)
         _wait(health, pid, log, ready_line)
-        return Target(name, health.rsplit("/", 1)[0], pid)
+        return Target(name, health.rsplit("/", 1)[0], (pid,))
 
     try:
         bport = procs.free_port()
@@ -333,24 +379,7 @@ def main() -> None:
         for strategy, loop in headway_runs:
             port = procs.free_port()
             name = f"headway {strategy}" + (" (asyncio loop)" if loop == "asyncio" else "")
-            argv = [
-                sys.executable,
-                "-m",
-                "headway",
-                "gateway",
-                "--model",
-                "tiny",
-                "--tokenizer",
-                str(tiny_model_dir()),
-                "-e",
-                backend.url,
-                "--strategy",
-                strategy,
-                "--event-loop",
-                loop,
-                "--port",
-                str(port),
-            ]
+            argv = _headway_gateway_argv(backend.url, strategy, loop, port)
             if args.headway_workers is not None:
                 argv += ["--workers", str(args.headway_workers)]
             targets.append(spawn(name, argv, f"http://127.0.0.1:{port}/healthz"))
@@ -371,6 +400,8 @@ def main() -> None:
                     str(procs.free_port()),
                 ]
                 targets.append(spawn(f"vllm-router {policy}", argv, f"http://127.0.0.1:{port}/health"))
+        if not args.no_envoy:
+            targets += _gateway_targets(work, backend, spawn, started)
         time.sleep(1.0)
         problems = {t.name: p for t in targets if (p := check_answers(t.url, args.stream_chunks))}
         results: dict[str, dict[str, Any]] = {}
@@ -405,6 +436,15 @@ def main() -> None:
                 ratios[kind.name] = round(num["max_req_s"] / max(den["max_req_s"], 1), 3)
             else:
                 ratios[kind.name] = None
+        epp_ratios: dict[str, float | None] = {}
+        for kind in KINDS:
+            num_t, den_t = results.get(_EPP_NUMERATOR), results.get(_RATIO_DENOMINATOR)
+            if num_t is None or den_t is None:
+                epp_ratios[kind.name] = None
+                continue
+            if kind.key is not None:
+                num_t, den_t = num_t[kind.key], den_t[kind.key]
+            epp_ratios[kind.name] = round(num_t["max_req_s"] / max(den_t["max_req_s"], 1), 3)
         vllm_router_python = Path(args.vllm_router).parent / "python" if args.vllm_router else None
         payload = {
             "invocation": {"cwd": os.getcwd(), "argv": shlex.join(sys.orig_argv)},
@@ -453,6 +493,11 @@ def main() -> None:
                 "definition": f"{_RATIO_NUMERATOR} max_req_s / {_RATIO_DENOMINATOR} max_req_s",
                 "goal_at_least": _RATIO_GOAL,
                 **ratios,
+            },
+            "epp_ratios": {
+                "definition": f"{_EPP_NUMERATOR} max_req_s / {_RATIO_DENOMINATOR} max_req_s",
+                "goal_at_least_streamed": 1.0,
+                **epp_ratios,
             },
             "targets": results,
         }

@@ -22,7 +22,9 @@ Poisson load generator running the stages; then the next router on fresh engines
 - Routers: headway presets (`headway gateway --strategy`), the llm-d / KubeAI / AIBrix policies
   re-implemented in bench/anchors/ and run behind the same headway proxy (only the decision differs),
   the real vllm-router (cache_aware; kv_aware fed by the engines' KV events through a ZMQ relay, because
-  vllm-router dials publishers and engines bound to 127.0.0.1 connect) and sglang-router (cache_aware).
+  vllm-router dials publishers and engines bound to 127.0.0.1 connect) and sglang-router (cache_aware);
+  and headway-kv-aware-envoy-epp: the same kv-aware decisions made by headway's Endpoint Picker behind a
+  real Envoy (`devenv/envoy.py`), to compare a Gateway setup's decisions with the standalone gateway's.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from bench._machine import RESULTS, write_result
 from bench._workloads import WORKLOADS, Request, Words, hit_rate, kv_blocks_per_pod, oracle_hits, requests
 from headway.devenv import procs
 from headway.devenv.engines import gateway_argv, kv_events_config, sim_argv
+from headway.devenv.envoy import EnvoyProcess, bootstrap, envoy_binary
 from headway.devenv.tinymodel import tiny_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,7 +68,7 @@ BLOCK_SIZE = 16
 class RouterSpec:
     name: str
     kind: str  # "headway" | "anchor" | "baseline"
-    launch: str  # "gateway" | "vllm-router" | "sglang-router"
+    launch: str  # "gateway" | "envoy-epp" | "vllm-router" | "sglang-router"
     args: tuple[str, ...] = ()
     needs_relay: bool = False
 
@@ -78,6 +81,7 @@ ROUTERS: dict[str, RouterSpec] = {
         RouterSpec("least-request", "baseline", "gateway", ("--strategy", "least-request")),
         RouterSpec("headway-approx-prefix", "headway", "gateway", ("--strategy", "approx-prefix")),
         RouterSpec("headway-kv-aware", "headway", "gateway", ("--strategy", "kv-aware")),
+        RouterSpec("headway-kv-aware-envoy-epp", "headway", "envoy-epp", ("--strategy", "kv-aware")),
         RouterSpec(
             "llm-d-precise",
             "anchor",
@@ -193,16 +197,25 @@ def start_engines(fleet: Fleet, args: argparse.Namespace, events: list[str]) -> 
         _wait(f"http://127.0.0.1:{port}/health", pid, fleet.work / f"engine-{port}.log")
 
 
-def start_router(spec: RouterSpec, fleet: Fleet, work: Path, relay: KvRelay | None) -> tuple[str, int, list[str]]:
-    """Start the router; returns (url, pid, the KV-event endpoint each engine should publish to)."""
+def start_router(spec: RouterSpec, fleet: Fleet, work: Path, relay: KvRelay | None) -> tuple[str, list[int], list[str]]:
+    """Start the router; returns (url, its pids, the KV-event endpoint each engine should publish to)."""
     port = procs.free_port()
     log = work / f"router-{spec.name}.log"
-    if spec.launch == "gateway":
+    if spec.launch in ("gateway", "envoy-epp"):
         bind = f"tcp://127.0.0.1:{procs.free_port()}"
         argv = gateway_argv(port, fleet.urls, "--kv-events-bind", bind, *spec.args)
-        pid = procs.spawn(argv, log, cwd=work).pid
-        _wait(f"http://127.0.0.1:{port}/healthz", pid, log)
-        return f"http://127.0.0.1:{port}", pid, [bind] * len(fleet.ports)
+        if spec.launch == "gateway":
+            pid = procs.spawn(argv, log, cwd=work).pid
+            _wait(f"http://127.0.0.1:{port}/healthz", pid, log)
+            return f"http://127.0.0.1:{port}", [pid], [bind] * len(fleet.ports)
+        # headway's Endpoint Picker behind a real Envoy (the GIE reference data plane: ORIGINAL_DST on
+        # the picker's header), the same decisions as the standalone gateway's, Envoy forwarding
+        metrics_port = procs.free_port()
+        pid = procs.spawn([*argv, "--mode", "epp", "--metrics-port", str(metrics_port)], log, cwd=work).pid
+        _wait(f"http://127.0.0.1:{metrics_port}/healthz", pid, log)
+        cfg = bootstrap(listen_port=procs.free_port(), admin_port=procs.free_port(), epp_port=port)
+        envoy = EnvoyProcess(work, cfg, name=f"envoy-{spec.name}").start()
+        return envoy.url, [pid, envoy.pid], [bind] * len(fleet.ports)
     exe = {
         "vllm-router": [str(BENCH_VENV / "vllm-router")],
         "sglang-router": [str(BENCH_VENV / "sglang-router"), "launch"],
@@ -231,7 +244,7 @@ def start_router(spec: RouterSpec, fleet: Fleet, work: Path, relay: KvRelay | No
     env = {**os.environ, "PYTHONSAFEPATH": "1"}
     pid = procs.spawn(argv, log, env=env, cwd=work).pid
     _wait(f"http://127.0.0.1:{port}/v1/models", pid, log)
-    return f"http://127.0.0.1:{port}", pid, nowhere
+    return f"http://127.0.0.1:{port}", [pid], nowhere
 
 
 def engine_counters(urls: list[str]) -> list[dict[str, float]]:
@@ -376,15 +389,15 @@ def run_router(
     fleet = Fleet(work / spec.name, [procs.free_port() for _ in range(args.engines)])
     fleet.work.mkdir(parents=True, exist_ok=True)
     relay = KvRelay(args.engines) if spec.needs_relay else None
-    router_pid = None
+    router_pids: list[int] = []
     try:
-        if spec.launch == "gateway":
-            url, router_pid, events = start_router(spec, fleet, fleet.work, relay)
+        if spec.launch in ("gateway", "envoy-epp"):
+            url, router_pids, events = start_router(spec, fleet, fleet.work, relay)
             start_engines(fleet, args, events)
         else:
             events = [f"tcp://127.0.0.1:{i}" for i in relay.inputs] if relay else None
             start_engines(fleet, args, events or [f"tcp://127.0.0.1:{procs.free_port()}"] * args.engines)
-            url, router_pid, _ = start_router(spec, fleet, fleet.work, relay)
+            url, router_pids, _ = start_router(spec, fleet, fleet.work, relay)
         time.sleep(1.0)  # a metrics scrape of every engine before the first request
         stream = requests(workload, words, scale=args.scale, seed=args.seed)
         samples, windows, counters = asyncio.run(
@@ -409,7 +422,7 @@ def run_router(
             "sent_per_stage": [sum(1 for s in samples if s.stage == k) for k in range(len(args.rates))],
         }
     finally:
-        for pid in [*fleet.pids, *([router_pid] if router_pid else [])]:
+        for pid in [*fleet.pids, *router_pids]:
             procs.stop(pid, grace_s=3)
 
 
@@ -583,8 +596,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.engines < 2 or args.stage_seconds <= 0 or args.time_scale <= 0:
         p.error("--engines must be ≥ 2; --stage-seconds and --time-scale > 0")
     missing = [
-        r for r in args.routers if ROUTERS[r].launch != "gateway" and not (BENCH_VENV / ROUTERS[r].launch).exists()
+        r
+        for r in args.routers
+        if ROUTERS[r].launch not in ("gateway", "envoy-epp") and not (BENCH_VENV / ROUTERS[r].launch).exists()
     ]
+    if any(ROUTERS[r].launch == "envoy-epp" for r in args.routers):
+        try:
+            envoy_binary()
+        except FileNotFoundError as e:
+            p.error(str(e))
     if missing:
         p.error(f"{', '.join(missing)} need hack/install-bench-tools.sh (make bench-routing runs it)")
     return args

@@ -15,6 +15,7 @@ from pathlib import Path
 from headway.devenv.paths import REPO_ROOT, cache_dir
 
 TOOLS_DIR = REPO_ROOT / "hack" / "tools"
+_GIE_MOD = TOOLS_DIR / "gie" / "go.mod"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm")
 
 
@@ -33,9 +34,34 @@ class Binaries:
     def kwok_stages(self) -> Path:
         return self.dir / "kwok-stages"
 
+    @property
+    def gateway_crds(self) -> Path:
+        """CRDs from the modules hack/tools/gie pins: the Inference Extension's InferencePool and the
+        Gateway API's GatewayClass, Gateway and HTTPRoute."""
+        return self.dir / _gateway_crds_dir()
+
+    @property
+    def inference_pool_crd(self) -> Path:
+        return self.gateway_crds / "inference.networking.k8s.io_inferencepools.yaml"
+
+
+def _gateway_crds_dir() -> str:
+    text = _GIE_MOD.read_text()
+    versions = []
+    for module in ("sigs.k8s.io/gateway-api-inference-extension", "sigs.k8s.io/gateway-api"):
+        m = re.search(rf"^require {re.escape(module)} (v\S+)", text, re.MULTILINE)
+        if m is None:
+            raise BinariesError(f"no {module} requirement in {_GIE_MOD}")
+        versions.append(m.group(1))
+    return f"gateway-crds-{versions[0]}-{versions[1]}"
+
 
 def _complete(d: Path) -> bool:
-    return all((d / b).is_file() and os.access(d / b, os.X_OK) for b in BINARIES) and (d / "kwok-stages").is_dir()
+    return (
+        all((d / b).is_file() and os.access(d / b, os.X_OK) for b in BINARIES)
+        and (d / "kwok-stages").is_dir()
+        and (d / _gateway_crds_dir()).is_dir()
+    )
 
 
 def default_bin_dir() -> Path:

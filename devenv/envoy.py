@@ -45,7 +45,7 @@ def bootstrap(
     *,
     listen_port: int,
     admin_port: int,
-    epp_port: int,
+    epp_port: int | None,
     upstream: Literal["original_dst", "override_host"] = "original_dst",
     endpoints: list[str] | None = None,
     fail_open: bool = False,
@@ -58,7 +58,14 @@ def bootstrap(
     """Envoy's static bootstrap. `endpoints` (`ip:port`) are the pool's, for `override_host`; with
     `fail_open`, requests go on when the EPP is down (to the cluster's own choice, `override_host` only:
     an ORIGINAL_DST cluster has nowhere to send a request without the header). `subset`: every request
-    carries this subset hint (`ip:port` list) to the EPP, as a Gateway narrowing the pool would."""
+    carries this subset hint (`ip:port` list) to the EPP, as a Gateway narrowing the pool would. No
+    `epp_port`: Envoy alone, balancing over `endpoints` itself (a baseline for Envoy's own cost).
+
+    Failing open needs a buffered request body: with FULL_DUPLEX_STREAMED Envoy hands the body's chunks to
+    the EPP as they come and keeps no copy, so once one is sent (before a refused connection is even
+    noticed) it can only answer 500 — every time, measured with Envoy 1.40."""
+    if fail_open and request_body_mode == "FULL_DUPLEX_STREAMED":
+        raise ValueError("fail_open needs request_body_mode BUFFERED: Envoy cannot fail open a streamed body")
     processing_mode = {
         "request_header_mode": "SEND",
         "request_body_mode": request_body_mode,
@@ -112,7 +119,7 @@ def bootstrap(
                             },
                             "http_filters": [
                                 *([_subset_filter(subset)] if subset is not None else []),
-                                ext_proc,
+                                *([ext_proc] if epp_port is not None else []),
                                 {
                                     "name": "envoy.filters.http.router",
                                     "typed_config": {
@@ -191,7 +198,10 @@ def bootstrap(
         }
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
-        "static_resources": {"listeners": [listener], "clusters": [epp_cluster, engines]},
+        "static_resources": {
+            "listeners": [listener],
+            "clusters": [epp_cluster, engines] if epp_port is not None else [engines],
+        },
     }
 
 

@@ -14,7 +14,8 @@ One ext_proc stream is one HTTP request:
                        the destination list (the best endpoint, then `fallbacks` more), then hand
                        the body back (full duplex)
     response headers → the endpoint Envoy reports it served; the status
-    response body    → (only when Envoy is configured to send it) handed back chunk by chunk, its
+    response body    → (only when Envoy is configured to send it) handed back chunk by chunk in full
+                       duplex, let through otherwise (each direction has its own mode); its
                        generated tokens counted for the request-shape histogram the autoscaler reads
     end of stream    → the endpoint's in-flight count and the admission slot released
 
@@ -61,6 +62,8 @@ class _Stream:
         self.headers: dict[str, str] = {}
         self.body = bytearray()
         self.duplex = True
+        """Envoy streams the request body in full duplex (and takes it back from us), per its protocol_config."""
+        self.duplex_response = True
         self.slot: contextlib.ExitStack | None = None
         self.ctx: RequestContext | None = None
         self.sent: Sent | None = None
@@ -96,6 +99,7 @@ class _Stream:
         self.headers = extproc.headers_of(msg.request_headers)
         if msg.HasField("protocol_config"):
             self.duplex = msg.protocol_config.request_body_mode == _DUPLEX
+            self.duplex_response = msg.protocol_config.response_body_mode == _DUPLEX
         if self.gw.auth is not None:
             self.key = self.gw.auth.authenticate(self.headers.get("authorization"))
         self.slot = contextlib.ExitStack()
@@ -149,15 +153,15 @@ class _Stream:
             self.status = 0
         self.code = self.status
         served = extproc.served(msg) or headers.get(extproc.SERVED_KEY)
+        extra = {}
+        if self.ctx is not None and self.sent is not None and self.headers.get(DEBUG_HEADER):
+            extra = debug_headers(self.ctx, self.sent.ep)  # the choice, before a fallback moves the request
+            if served:
+                extra["x-headway-served"] = served
         if self.sent is not None:
             self.epp.record_served(self.sent, served)
             if msg.response_headers.end_of_stream:
                 self.sent.end(status=self.status)
-        extra = {}
-        if self.ctx is not None and self.sent is not None and self.headers.get(DEBUG_HEADER):
-            extra = debug_headers(self.ctx, self.sent.ep)
-            if served:
-                extra["x-headway-served"] = served
         return [extproc.continue_headers(response=True, extra=extra)]
 
     def _response_body(self, msg: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
@@ -170,7 +174,7 @@ class _Stream:
                 self.generated.feed(chunk)
             if eos:
                 self.sent.end(status=self.status, generated=self.generated.total())
-        if not self.duplex:
+        if not self.duplex_response:
             return [pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse()))]
         return list(extproc.streamed_body(chunk, response=True, end_of_stream=eos))
 

@@ -15,6 +15,7 @@ from headway.api import (
     POOL_LABEL,
     VARIANT_LABEL,
 )
+from headway.api.labels import INFERENCE_POOL_GROUP, INFERENCE_POOL_KIND, INFERENCE_POOL_VERSION
 from headway.api.modelpool import API_VERSION, KIND, ModelPool, Variant
 from headway.operator.config import OperatorConfig
 
@@ -161,5 +162,32 @@ def build_pdb(pool: ModelPool) -> dict[str, Any]:
     }
 
 
-def build_children(pool: ModelPool, cfg: OperatorConfig) -> list[dict[str, Any]]:
-    return [*(build_deployment(pool, v, cfg) for v in pool.spec.variants), build_service(pool, cfg), build_pdb(pool)]
+def build_inference_pool(pool: ModelPool, cfg: OperatorConfig) -> dict[str, Any]:
+    """The Gateway API Inference Extension's view of the pool: its engine pods (the same selector as the
+    pool's Service), their port, and headway's Endpoint Picker to ask which one serves each request."""
+    epp = pool.spec.inference_pool.endpoint_picker
+    return {
+        "apiVersion": f"{INFERENCE_POOL_GROUP}/{INFERENCE_POOL_VERSION}",
+        "kind": INFERENCE_POOL_KIND,
+        "metadata": _metadata(pool, pool.name, pool_labels(pool)),
+        "spec": {
+            "selector": {"matchLabels": {POOL_LABEL: pool.name}},
+            "targetPorts": [{"number": cfg.engine_port}],
+            "endpointPickerRef": {
+                "kind": "Service",
+                "name": epp.service,
+                "port": {"number": epp.port},
+                "failureMode": epp.failure_mode,
+            },
+        },
+    }
+
+
+def build_children(pool: ModelPool, cfg: OperatorConfig, *, inference_pools: bool = False) -> list[dict[str, Any]]:
+    """Every child of the pool; its InferencePool when `inference_pools` (the cluster serves the API) and
+    the pool asks for one."""
+    children = [*(build_deployment(pool, v, cfg) for v in pool.spec.variants), build_service(pool, cfg)]
+    children.append(build_pdb(pool))
+    if inference_pools and pool.spec.inference_pool.enabled:
+        children.append(build_inference_pool(pool, cfg))
+    return children

@@ -3,6 +3,7 @@
 - ModelPool create / update / resume, and a timer: full reconcile (level-triggered, idempotent).
 - A child Deployment deleted, or its spec edited by someone else: full reconcile of its pool (repair).
 - A child Deployment's or pod's status changing: status refresh of its pool, debounced per pool.
+- The InferencePool CRD appearing or going: full reconcile of every pool (InferencePools follow).
 Handlers are registered on a registry built per operator (`build_registry`), so settings are not globals.
 """
 
@@ -20,7 +21,7 @@ from prometheus_client import start_http_server
 
 from headway.api import MANAGED_BY_LABEL, MANAGED_BY_VALUE, POOL_LABEL
 from headway.api.events import load_api_client
-from headway.api.labels import GROUP
+from headway.api.labels import GROUP, INFERENCE_POOL_CRD
 from headway.api.modelpool import PLURAL, VERSION
 from headway.operator import metrics
 from headway.operator.config import OperatorConfig
@@ -177,6 +178,27 @@ def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
     async def on_pod(body: kopf.Body, namespace: str, **_: Any) -> None:
         if "refresher" in state:
             state["refresher"].request(namespace, body["metadata"]["labels"][POOL_LABEL])
+
+    @kopf.on.event(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        when=lambda name, **_: name == INFERENCE_POOL_CRD,
+        registry=registry,
+    )
+    async def on_inference_pool_api(event: dict[str, Any], **_: Any) -> None:
+        """The InferencePool CRD appeared, became established or went: every pool gets (or stops
+        getting) its InferencePool now, not at its next timer."""
+        if "reconciler" not in state:
+            return
+        reconciler().forget_apis()
+        if event["type"] is None:  # the initial listing: every pool is resumed (reconciled) anyway
+            return
+        for body in await asyncio.to_thread(reconciler().kube.all_pools):
+            meta = body["metadata"]
+            if cfg.serves(meta["namespace"]) and not meta.get("deletionTimestamp"):
+                with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
+                    await reconcile(body, "api")
 
     @kopf.on.probe(id="pools", registry=registry)
     def probe(**_: Any) -> int:

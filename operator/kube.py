@@ -11,7 +11,13 @@ from typing import Any
 from kubernetes import client as k8s
 
 from headway.api import MANAGED_BY_LABEL, MANAGED_BY_VALUE, POOL_LABEL, VARIANT_LABEL
-from headway.api.labels import GROUP
+from headway.api.labels import (
+    GROUP,
+    INFERENCE_POOL_GROUP,
+    INFERENCE_POOL_KIND,
+    INFERENCE_POOL_PLURAL,
+    INFERENCE_POOL_VERSION,
+)
 from headway.api.modelpool import PLURAL, VERSION
 
 _APPLY = "application/apply-patch+yaml"
@@ -39,9 +45,54 @@ class Kube:
             out = self.core.patch_namespaced_service(meta["name"], meta["namespace"], obj, **kw)
         elif kind == "PodDisruptionBudget":
             out = self.policy.patch_namespaced_pod_disruption_budget(meta["name"], meta["namespace"], obj, **kw)
+        elif kind == INFERENCE_POOL_KIND:
+            out = self.custom.patch_namespaced_custom_object(
+                INFERENCE_POOL_GROUP,
+                INFERENCE_POOL_VERSION,
+                meta["namespace"],
+                INFERENCE_POOL_PLURAL,
+                meta["name"],
+                obj,
+                **kw,
+            )
         else:
             raise ValueError(f"the operator does not manage {kind}")
         return self._plain(out)
+
+    def serves_inference_pools(self) -> bool:
+        """Whether the API server serves InferencePools (the Gateway API Inference Extension's CRD) to this
+        operator: a 404 means not served, a 403 that its RBAC lacks them (both: none are kept)."""
+        try:
+            self.custom.list_cluster_custom_object(
+                INFERENCE_POOL_GROUP, INFERENCE_POOL_VERSION, INFERENCE_POOL_PLURAL, limit=1
+            )
+        except k8s.ApiException as e:
+            if e.status in (403, 404):
+                return False
+            raise
+        return True
+
+    def get_inference_pool(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(
+                INFERENCE_POOL_GROUP, INFERENCE_POOL_VERSION, namespace, INFERENCE_POOL_PLURAL, name
+            )
+        except k8s.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def delete_inference_pool(self, namespace: str, name: str) -> bool:
+        """True when one was deleted."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                INFERENCE_POOL_GROUP, INFERENCE_POOL_VERSION, namespace, INFERENCE_POOL_PLURAL, name
+            )
+            return True
+        except k8s.ApiException as e:
+            if e.status == 404:
+                return False
+            raise
 
     def get_pool(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -50,6 +101,9 @@ class Kube:
             if e.status == 404:
                 return None
             raise
+
+    def all_pools(self) -> list[dict[str, Any]]:
+        return self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
 
     def deployments(self, namespace: str, pool: str) -> list[dict[str, Any]]:
         sel = f"{POOL_LABEL}={pool},{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +25,11 @@ from headway.operator import metrics
 from headway.operator.builders import build_children, desired_replicas
 from headway.operator.config import OperatorConfig
 from headway.operator.kube import Kube
-from headway.operator.status import build_status, observe_variant
+from headway.operator.status import build_status, inference_pool_status, observe_variant
 
 log = logging.getLogger(__name__)
 COMPONENT = "headway-operator"
+INFERENCE_POOL_RECHECK_S = 30.0
 
 
 class InvalidSpec(ValueError):
@@ -57,6 +59,24 @@ class PoolReconciler:
         self.cfg = cfg
         self._applied_generation: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+        self._inference_pools: tuple[float, bool] | None = None
+        """(when checked, whether the API server serves InferencePools)."""
+
+    def serves_inference_pools(self) -> bool:
+        """Whether to keep InferencePools, re-checked at most every INFERENCE_POOL_RECHECK_S (the operator
+        also re-checks at once when the CRD appears or goes: `forget_apis`)."""
+        with self._lock:
+            cached = self._inference_pools
+        if cached is not None and time.monotonic() - cached[0] < INFERENCE_POOL_RECHECK_S:
+            return cached[1]
+        served = self.kube.serves_inference_pools()
+        with self._lock:
+            self._inference_pools = (time.monotonic(), served)
+        return served
+
+    def forget_apis(self) -> None:
+        with self._lock:
+            self._inference_pools = None
 
     # ----- events
     def post_event(self, body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False) -> None:
@@ -79,7 +99,8 @@ class PoolReconciler:
         out = Outcome()
         existing = {d["metadata"]["name"]: d for d in self.kube.deployments(pool.namespace, pool.name)}
         wanted = set()
-        for obj in build_children(pool, self.cfg):
+        inference_pools = self.serves_inference_pools()
+        for obj in build_children(pool, self.cfg, inference_pools=inference_pools):
             name = obj["metadata"]["name"]
             result = self.kube.apply(obj)
             if obj["kind"] != "Deployment":
@@ -92,6 +113,8 @@ class PoolReconciler:
                 out.created.append(name)
             elif result["metadata"].get("generation") != before["metadata"].get("generation"):
                 out.updated.append(name)
+        if inference_pools and not pool.spec.inference_pool.enabled and self._delete_own_inference_pool(pool):
+            self.post_event(body, "Deleted", f"Deleted InferencePool {pool.name}: spec.inferencePool.enabled is false")
         for name, dep in existing.items():
             if name not in wanted:
                 self.kube.delete_deployment(pool.namespace, name)
@@ -101,6 +124,14 @@ class PoolReconciler:
                 self.post_event(body, verb, f"{verb} Deployment {n}")
         self.refresh_status(pool.namespace, pool.name)
         return out
+
+    def _delete_own_inference_pool(self, pool: ModelPool) -> bool:
+        """Delete the pool's InferencePool if this pool owns it (one made by someone else stays)."""
+        obj = self.kube.get_inference_pool(pool.namespace, pool.name)
+        owners = (obj or {}).get("metadata", {}).get("ownerReferences") or []
+        if not any(o.get("uid") == pool.uid for o in owners):
+            return False
+        return self.kube.delete_inference_pool(pool.namespace, pool.name)
 
     def is_foreign_change(self, deployment: Mapping[str, Any]) -> bool:
         """True when a Deployment's spec moved past what the operator last applied (edited by hand)."""
@@ -149,12 +180,18 @@ class PoolReconciler:
             )
             for v in pool.spec.variants
         ]
-        status = build_status(pool, observed, _now())
+        inference_pool = None
+        if pool.spec.inference_pool.enabled and self.serves_inference_pools():
+            obj = self.kube.get_inference_pool(namespace, name)
+            inference_pool = inference_pool_status(obj) if obj is not None else None
+        status = build_status(pool, observed, _now(), inference_pool)
         for v in observed:
             labels = (namespace, name, v.name, v.gpu_product)
             metrics.DESIRED.labels(*labels).set(v.desired)
             metrics.READY.labels(*labels).set(v.ready)
         old, new = pool.status.as_patch(), status.as_patch()
+        if pool.status.inference_pool is not None and status.inference_pool is None:
+            new["inferencePool"] = None  # a merge patch removes a field only when told to
         if any(old.get(k) != v for k, v in new.items()):
             self.kube.patch_pool_status(namespace, name, new)
             metrics.STATUS_UPDATES.inc()

@@ -20,7 +20,7 @@ from headway.api.labels import (
     REASON_UNSCHEDULABLE,
 )
 from headway.api.modelpool import ModelPool
-from headway.api.status import Condition, ModelPoolStatus, VariantStatus, set_condition
+from headway.api.status import Condition, InferencePoolStatus, ModelPoolStatus, VariantStatus, set_condition
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,28 @@ def _condition(kind: str, ok: bool, reason: str, message: str) -> Condition:
     return Condition(type=kind, status="True" if ok else "False", reason=reason, message=message)
 
 
-def build_status(pool: ModelPool, observed: Sequence[VariantObservation], now: dt.datetime) -> ModelPoolStatus:
+def inference_pool_status(obj: Mapping[str, Any]) -> InferencePoolStatus:
+    """Summarise an InferencePool's `status.parents` (one entry per Gateway that references it)."""
+    parents = (obj.get("status") or {}).get("parents") or []
+    accepted, reasons = 0, []
+    for p in parents:
+        cond = next((c for c in p.get("conditions") or [] if c.get("type") == "Accepted"), None)
+        if cond is not None and cond.get("status") == "True":
+            accepted += 1
+        else:
+            who = (p.get("parentRef") or {}).get("name", "?")
+            reasons.append(f"{who}: {cond.get('message') or cond.get('reason') if cond else 'not yet reported'}")
+    return InferencePoolStatus(
+        name=obj["metadata"]["name"], gateways=len(parents), accepted=accepted, message="; ".join(reasons) or None
+    )
+
+
+def build_status(
+    pool: ModelPool,
+    observed: Sequence[VariantObservation],
+    now: dt.datetime,
+    inference_pool: InferencePoolStatus | None = None,
+) -> ModelPoolStatus:
     desired = sum(v.desired for v in observed)
     ready = sum(min(v.ready, v.desired) for v in observed)
     stuck = [v for v in observed if v.unschedulable]
@@ -123,4 +144,5 @@ def build_status(pool: ModelPool, observed: Sequence[VariantObservation], now: d
         desired_replicas=desired,
         conditions=conditions,
         variants=[v.as_status() for v in observed],
+        inference_pool=inference_pool,
     )

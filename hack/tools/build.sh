@@ -59,4 +59,22 @@ if [ ! -d "$bin/kwok-stages" ]; then
   chmod -R u+w "$bin/kwok-stages.tmp"
   mv "$bin/kwok-stages.tmp" "$bin/kwok-stages"
 fi
+# CRDs of the Gateway API Inference Extension (InferencePool) and of the Gateway API (HTTPRoute, Gateway),
+# from their modules as hack/tools/gie pins them: the local cluster installs them, nothing writes them by hand.
+gie() { (cd "$here/gie" && go "$@"); }
+gie_version="$(gie list -m -f '{{.Version}}' sigs.k8s.io/gateway-api-inference-extension)"
+gwapi_version="$(gie list -m -f '{{.Version}}' sigs.k8s.io/gateway-api)"
+crds="$bin/gateway-crds-$gie_version-$gwapi_version"
+if [ ! -d "$crds" ]; then
+  say "InferencePool CRD $gie_version, Gateway API CRDs $gwapi_version"
+  gie mod download sigs.k8s.io/gateway-api-inference-extension sigs.k8s.io/gateway-api
+  rm -rf "$crds.tmp" && mkdir -p "$crds.tmp"
+  cp "$(gie list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api-inference-extension)"/config/crd/bases/inference.networking.k8s.io_inferencepools.yaml "$crds.tmp/"
+  for kind in gatewayclasses gateways httproutes; do
+    cp "$(gie list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/standard/gateway.networking.k8s.io_$kind.yaml" "$crds.tmp/"
+  done
+  chmod -R u+w "$crds.tmp"
+  mv "$crds.tmp" "$crds"
+fi
+
 echo "$bin"

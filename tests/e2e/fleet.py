@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 from pathlib import Path
 
+import aiohttp
+
 from headway.devenv import procs
 from headway.devenv.engines import gateway_argv, kv_events_config, sim_argv
+from headway.gateway.extproc import SERVED_KEY
 from tests.conftest import eventually
 
 
@@ -67,3 +71,22 @@ def metric_value(url: str, name: str, **labels: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return s.value
     return 0.0
+
+
+async def send_via_envoy(url: str, prompts: list[str], strategy: str, concurrency: int) -> list[tuple[str, str]]:
+    """Completions through an Envoy that asks headway's EPP; (the endpoint the EPP chose, the endpoint Envoy
+    reports it served) per request."""
+    sem, out = asyncio.Semaphore(concurrency), []
+
+    async def one(session: aiohttp.ClientSession, prompt: str) -> None:
+        async with sem:
+            body = {"model": "tiny", "prompt": prompt, "max_tokens": 4, "ignore_eos": True}
+            headers = {"x-headway-debug": "1", "x-headway-strategy": strategy}
+            async with session.post(f"{url}/v1/completions", json=body, headers=headers) as r:
+                assert r.status == 200, await r.text()
+                await r.read()
+                out.append((r.headers["x-headway-endpoint"], r.headers[SERVED_KEY]))
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(one(session, p) for p in prompts))
+    return out

@@ -35,6 +35,7 @@ from headway.devenv.chart import (
     values_file,
 )
 from headway.devenv.cluster import LocalCluster
+from headway.devenv.controlplane import apply_yaml
 from headway.devenv.paths import REPO_ROOT
 from headway.gateway.auth import hash_key
 from tests.conftest import _has_default_sa, eventually
@@ -137,6 +138,80 @@ def test_rendered_rbac_grants_exactly_the_deploy_rbac_rules(local: Path, has_aut
         assert pod_spec["automountServiceAccountToken"] is False
 
 
+def test_the_endpoint_picker_serves_its_namespace_with_namespaced_rights_under_the_service_pools_name(
+    local: Path,
+) -> None:
+    """epp.enabled: a Deployment running `headway gateway --mode epp` for the release namespace's pools,
+    with gRPC health probes, a Role (not a ClusterRole) with exactly deploy/rbac/epp.yaml's rules, the
+    Service a ModelPool's InferencePool names by default, and a PodDisruptionBudget; never without the
+    shared index in Redis."""
+    from headway.api.modelpool import EndpointPickerRef
+
+    assert not component_objects(template("hw", "ns1", local), "epp")  # off by default
+    objects = component_objects(template("hw", "ns1", local, "--set", "epp.enabled=true"), "epp")
+    assert _kinds(objects) == {
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    }
+    rules = {o["kind"]: o["rules"] for o in objects if o["kind"] == "Role"}
+    assert rules == rbac_rules("epp")
+    (dep,) = [o for o in objects if o["kind"] == "Deployment"]
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["headway", "gateway"]
+    assert {"--mode=epp", "--discovery=kubernetes", "--namespace=ns1"} <= set(container["args"])
+    assert any(a.startswith("--redis-url=redis://") for a in container["args"])
+    assert container["readinessProbe"]["grpc"]["service"] == "readiness"
+    assert container["livenessProbe"]["grpc"]["service"] == "liveness"
+    (svc,) = [o for o in objects if o["kind"] == "Service"]
+    default = EndpointPickerRef()
+    assert svc["metadata"]["name"] == default.service
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]}["grpc"] == default.port
+    refused = subprocess.run(
+        [
+            ensure_binaries(build=False).path("helm"),
+            "template",
+            "hw",
+            str(CHART),
+            "--values",
+            str(local),
+            "--set",
+            "epp.enabled=true",
+            "--set",
+            "kvcache.enabled=false",
+            "--set",
+            "redis.enabled=false",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode != 0 and "epp.enabled needs the shared KV index in Redis" in refused.stderr
+
+
+def test_the_sample_httproute_to_an_inference_pool_is_admitted(cluster: LocalCluster, namespace: str) -> None:
+    """deploy/samples/httproute-inferencepool.yaml against the Gateway API's and the Inference Extension's
+    own CRDs (from their pinned modules), validated by the real API server."""
+    api = cluster.api_client()
+    for crd in sorted(ensure_binaries(build=False).gateway_crds.glob("*.yaml")):
+        apply_yaml(api, crd)
+    ext = k8s.ApiextensionsV1Api(api)
+
+    def established() -> bool:
+        crd = ext.read_custom_resource_definition("httproutes.gateway.networking.k8s.io")
+        return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+
+    eventually(established, timeout_s=30, what="the HTTPRoute CRD established")
+    example = REPO_ROOT / "deploy" / "samples" / "httproute-inferencepool.yaml"
+    proc = _kubectl(cluster, "apply", "--server-side", "--dry-run=server", "-n", namespace, "-f", str(example))
+    assert proc.returncode == 0, proc.stderr
+    assert "serverside-applied" in proc.stdout
+
+
 def test_monitoring_objects_render_only_where_the_prometheus_operator_api_exists(local: Path) -> None:
     monitors = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
     assert not monitors & _kinds(template("hw", "ns1", local))
@@ -204,6 +279,7 @@ def restricted_ns(cluster: LocalCluster, core: k8s.CoreV1Api) -> Iterator[str]:
         ),
         pytest.param(["--set", "kvcache.enabled=false", "--set", "redis.enabled=false"], id="embedded-index"),
         pytest.param(["--set", "redis.externalUrl=redis://redis.example:6379/0"], id="external-redis"),
+        pytest.param(["--set", "epp.enabled=true", "--set", "epp.replicas=2"], id="endpoint-picker"),
     ],
 )
 def test_rendered_objects_pass_server_side_dry_run_in_a_restricted_namespace(

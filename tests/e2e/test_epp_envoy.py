@@ -5,7 +5,8 @@ Two Endpoint Pickers (EPPs) with static discovery, each behind its own Envoy:
 - `ref`: the GIE reference data plane — an ORIGINAL_DST cluster on the destination header, failing
   closed, response bodies not sent to the EPP; the EPP lists one endpoint and gets the engines' KV events;
 - `fb`: a cluster of the pool's endpoints with Envoy's override-host policy, which retries along the
-  EPP's fallback list; failing open; response bodies streamed through the EPP (token counting).
+  EPP's fallback list; failing open (so with buffered request bodies: Envoy cannot fail open a
+  full-duplex one); response bodies streamed through the EPP (token counting).
 
 Protocol points covered: destination header and `envoy.lb` metadata (both Envoy configurations read
 one of them), full-duplex and buffered request bodies, bodies larger than one streamed chunk, the
@@ -36,7 +37,7 @@ from headway.devenv.engines import gateway_argv
 from headway.devenv.envoy import EnvoyProcess, bootstrap
 from headway.gateway.extproc import HEALTH_NAMES, SERVED_KEY
 from tests.conftest import eventually
-from tests.e2e.fleet import metric_value, start_engines, wait_http
+from tests.e2e.fleet import metric_value, send_via_envoy, start_engines, wait_http
 
 ENGINES = 3
 
@@ -101,7 +102,10 @@ def h(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     pids = start_engines(work, ports, events)
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     ref = Epp(work, "epp-ref", urls, ("--kv-events-bind", events)).start()
-    fb = Epp(work, "epp-fb", urls, ("--fallbacks", "2", "--max-in-flight", "4")).start()
+    # No KV events for `fb`: a routed prefix counts (speculatively) and scraped metrics stay usable long
+    # enough that a slow machine does not change its choice between two requests of one test.
+    steady = ("--speculative-ttl-s", "300", "--stale-after-s", "300")
+    fb = Epp(work, "epp-fb", urls, ("--fallbacks", "2", "--max-in-flight", "4", *steady)).start()
     endpoints = [f"127.0.0.1:{p}" for p in ports]
     ref_envoy = EnvoyProcess(
         work,
@@ -115,6 +119,7 @@ def h(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         upstream="override_host",
         endpoints=endpoints,
         fail_open=True,
+        request_body_mode="BUFFERED",
         response_body=True,
     )
     fb_envoy = EnvoyProcess(work, fb_cfg, name="envoy-fb").start()
@@ -166,24 +171,6 @@ def _prompts(tag: str, seed: int) -> list[str]:
     return prompts
 
 
-async def _send_all(url: str, prompts: list[str], strategy: str, concurrency: int = 4) -> list[tuple[str, str]]:
-    """(the endpoint the EPP chose, the endpoint Envoy reports it served) per request."""
-    sem, out = asyncio.Semaphore(concurrency), []
-
-    async def one(session: aiohttp.ClientSession, prompt: str) -> None:
-        async with sem:
-            body = {"model": "tiny", "prompt": prompt, "max_tokens": 4, "ignore_eos": True}
-            headers = {**DEBUG, "x-headway-strategy": strategy}
-            async with session.post(f"{url}/v1/completions", json=body, headers=headers) as r:
-                assert r.status == 200, await r.text()
-                await r.read()
-                out.append((r.headers["x-headway-endpoint"], r.headers[SERVED_KEY]))
-
-    async with aiohttp.ClientSession() as session:
-        await asyncio.gather(*(one(session, p) for p in prompts))
-    return out
-
-
 def _hit_rate(h: Harness, run: object) -> float:
     hits0 = sum(metric_value(e, "vllm:prefix_cache_hits_total") for e in h.engines)
     queries0 = sum(metric_value(e, "vllm:prefix_cache_queries_total") for e in h.engines)
@@ -201,7 +188,7 @@ def test_every_request_reaches_the_engine_the_epp_chose_and_kv_aware_beats_round
         prompts = _prompts(strategy, seed)
 
         def run(strategy: str = strategy, prompts: list[str] = prompts) -> None:
-            results[strategy] = asyncio.run(_send_all(h.ref_envoy.url, prompts, strategy))
+            results[strategy] = asyncio.run(send_via_envoy(h.ref_envoy.url, prompts, strategy, 4))
 
         rates[strategy] = _hit_rate(h, run)
     pairs = results["round-robin"] + results["kv-aware"]
@@ -359,8 +346,8 @@ def test_epp_down_fails_closed_or_open_as_configured_and_routing_resumes(h: Harn
         t0 = time.monotonic()
         status, _, _ = _post(h.ref_envoy.url, _body("closed"))
         assert status >= 500 and time.monotonic() - t0 < 5  # FailClose: an error at once, not a hang
-        status, headers, _ = _post(h.fb_envoy.url, _body("open"), DEBUG)
-        assert status == 200  # FailOpen: Envoy's own balancing serves it
+        status, headers, raw = _post(h.fb_envoy.url, _body("open"), DEBUG)
+        assert status == 200, (headers, raw[:500])  # FailOpen: Envoy's own balancing serves it
         assert "x-headway-endpoint" not in headers
     finally:
         h.ref.start()

@@ -12,9 +12,10 @@ import pytest
 from kubernetes import client as k8s
 
 from headway.api import GPU_PRODUCT_LABEL, GPU_RESOURCE, POOL_LABEL, VARIANT_LABEL
+from headway.api.labels import INFERENCE_POOL_CRD, INFERENCE_POOL_GROUP, INFERENCE_POOL_PLURAL, INFERENCE_POOL_VERSION
 from headway.devenv.binaries import ensure_binaries
 from headway.devenv.cluster import LocalCluster
-from headway.devenv.controlplane import OperatorProcess, pool_manifest
+from headway.devenv.controlplane import OperatorProcess, apply_yaml, pool_manifest
 from headway.devenv.tinymodel import tiny_model_dir
 from tests.conftest import eventually
 
@@ -446,3 +447,62 @@ def test_the_operator_starts_watching_only_once_discovery_serves_modelpools(crd:
     api = crd.api_client()
     assert wait_until_served(api, timeout_s=30)
     assert not wait_until_served(api, plural="nopools", timeout_s=1.0, interval_s=0.2)
+
+
+def _inference_pool(cluster: LocalCluster, ns: str, name: str) -> dict[str, Any] | None:
+    try:
+        return custom(cluster).get_namespaced_custom_object(
+            INFERENCE_POOL_GROUP, INFERENCE_POOL_VERSION, ns, INFERENCE_POOL_PLURAL, name
+        )
+    except k8s.ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def test_an_inference_pool_follows_the_pool_once_the_cluster_serves_its_api(
+    crd: LocalCluster, operator: OperatorProcess, namespace: str
+) -> None:
+    """Absent API: nothing is created and nothing fails. The GIE CRD (from the pinned module) installed:
+    the pool gets its InferencePool within seconds, owned by it and pointing at the Endpoint Picker;
+    disabling it in the spec deletes it; deleting the pool removes it with the pool."""
+    ext = k8s.ApiextensionsV1Api(crd.api_client())
+    served = any(c.metadata.name == INFERENCE_POOL_CRD for c in ext.list_custom_resource_definition().items)
+    manifest = pool_manifest(
+        "ip", [{"name": "l4", "gpuProduct": L4, "replicas": 1, "maxReplicas": 1}], source=str(tiny_model_dir())
+    )
+    manifest["spec"]["inferencePool"] = {"endpointPicker": {"service": "headway-epp", "failureMode": "FailOpen"}}
+    create_pool(crd, namespace, manifest)
+    pool = eventually(lambda: ready(crd, namespace, "ip"), timeout_s=60, what="pool Ready")
+    if not served:
+        assert "inferencePool" not in pool["status"]
+        apply_yaml(crd.api_client(), ensure_binaries(build=False).inference_pool_crd)
+    ip = eventually(lambda: _inference_pool(crd, namespace, "ip"), timeout_s=30, what="the InferencePool")
+    assert ip["spec"]["selector"]["matchLabels"] == {POOL_LABEL: "ip"}
+    assert ip["spec"]["targetPorts"] == [{"number": 8000}]
+    assert ip["spec"]["endpointPickerRef"] == {
+        "group": "",
+        "kind": "Service",
+        "name": "headway-epp",
+        "port": {"number": 9002},
+        "failureMode": "FailOpen",
+    }
+    assert ip["metadata"]["ownerReferences"][0]["uid"] == pool["metadata"]["uid"]
+    eventually(
+        lambda: (get_pool(crd, namespace, "ip")["status"].get("inferencePool") or {}).get("name") == "ip",
+        timeout_s=15,
+        what="the InferencePool in the pool's status",
+    )
+    patch = {"spec": {"inferencePool": {"enabled": False}}}
+    custom(crd).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "ip", patch)
+    eventually(lambda: _inference_pool(crd, namespace, "ip") is None, timeout_s=30, what="InferencePool deleted")
+    eventually(
+        lambda: "inferencePool" not in get_pool(crd, namespace, "ip")["status"],
+        timeout_s=15,
+        what="the status without it",
+    )
+    patch = {"spec": {"inferencePool": {"enabled": True}}}
+    custom(crd).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "ip", patch)
+    eventually(lambda: _inference_pool(crd, namespace, "ip"), timeout_s=30, what="InferencePool back")
+    custom(crd).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "ip")
+    eventually(lambda: _inference_pool(crd, namespace, "ip") is None, timeout_s=60, what="collected with the pool")

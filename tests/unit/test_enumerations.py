@@ -18,6 +18,7 @@ CHART_SCHEMA = Path(__file__).parents[2] / "charts" / "headway" / "values.schema
 def test_the_chart_offers_exactly_the_routing_presets_and_forecasters() -> None:
     props = json.loads(CHART_SCHEMA.read_text())["properties"]
     assert props["gateway"]["properties"]["strategy"]["enum"] == list(PRESETS)
+    assert props["epp"]["properties"]["strategy"]["enum"] == list(PRESETS)
     assert props["autoscaler"]["properties"]["forecaster"]["enum"] == list(FORECASTERS)
 
 

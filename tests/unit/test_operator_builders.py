@@ -194,3 +194,44 @@ def test_set_condition_moves_the_transition_time_only_when_status_flips() -> Non
     c3 = set_condition(c2, Condition(type="Ready", status="True", reason="C", message="", observed_generation=2), t3)
     assert c2[0].last_transition_time == t1 and c2[0].reason == "B" and c2[0].observed_generation == 2
     assert c3[0].last_transition_time == t3
+
+
+def test_the_inference_pool_selects_the_engine_pods_and_names_the_endpoint_picker() -> None:
+    p = pool({**SPEC, "inferencePool": {"endpointPicker": {"service": "epp", "port": 9102, "failureMode": "FailOpen"}}})
+    cfg = OperatorConfig()
+    assert all(c["kind"] != "InferencePool" for c in build_children(p, cfg))  # the API is not served
+    ip = build_children(p, cfg, inference_pools=True)[-1]
+    assert ip["apiVersion"] == "inference.networking.k8s.io/v1" and ip["kind"] == "InferencePool"
+    service = next(c for c in build_children(p, cfg) if c["kind"] == "Service")
+    assert ip["spec"]["selector"]["matchLabels"] == service["spec"]["selector"] == {POOL_LABEL: p.name}
+    assert ip["spec"]["targetPorts"] == [{"number": cfg.engine_port}]
+    assert ip["spec"]["endpointPickerRef"] == {
+        "kind": "Service",
+        "name": "epp",
+        "port": {"number": 9102},
+        "failureMode": "FailOpen",
+    }
+    assert ip["metadata"]["ownerReferences"][0]["uid"] == p.uid
+    off = pool({**SPEC, "inferencePool": {"enabled": False}})
+    assert all(c["kind"] != "InferencePool" for c in build_children(off, cfg, inference_pools=True))
+
+
+def test_the_inference_pool_status_counts_the_gateways_that_accepted_it() -> None:
+    from headway.operator.status import inference_pool_status
+
+    obj = {
+        "metadata": {"name": "tiny"},
+        "status": {
+            "parents": [
+                {"parentRef": {"name": "gw-a"}, "conditions": [{"type": "Accepted", "status": "True"}]},
+                {
+                    "parentRef": {"name": "gw-b"},
+                    "conditions": [{"type": "Accepted", "status": "False", "message": "no listener for h2c"}],
+                },
+            ]
+        },
+    }
+    s = inference_pool_status(obj)
+    assert (s.name, s.gateways, s.accepted) == ("tiny", 2, 1)
+    assert s.message == "gw-b: no listener for h2c"
+    assert inference_pool_status({"metadata": {"name": "x"}}).gateways == 0
