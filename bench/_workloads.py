@@ -12,21 +12,38 @@ stays ~73% of the cluster's KV capacity and the prompt : output : capacity ratio
   time. The assistant turns are scripted rather than the engine's output, so every router sees the same
   prompts (and the oracle can be computed).
 - `no-sharing`: unique prompts of the shared-prefix workload's length (7,200 tokens), output 1,000.
+- `mooncake-conversation`, `mooncake-synthetic`: the Mooncake FAST'25 traces (kvcache-ai/Mooncake,
+  Apache-2.0; Qin et al., FAST'25; read in place from ../shared/traces/), replayed row by row: each
+  `hash_id` is a 512-token block of text seeded by the id alone (equal ids, equal text, as the trace
+  means), a prompt concatenates its row's blocks cut to `input_length`; every token count is divided by
+  `TRACE_SCALE` (32, so a trace block is one 16-token KV block) and each request carries the trace's gap
+  since the previous row, which the load generator replays time-scaled (the trace's burstiness kept, its
+  mean rate mapped to each stage's rate).
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from headway.devenv.paths import REPO_ROOT
 from headway.kvcache.keys import block_keys, root_key
 
 LLMD_POD_KV_TOKENS = 307_328
-WORKLOADS = ("shared-prefix", "multi-turn", "no-sharing")
+TRACES = {
+    "mooncake-conversation": "mooncake_conversation_first_half.jsonl",
+    "mooncake-synthetic": "mooncake_synthetic_trace.jsonl",
+}
+WORKLOADS = ("shared-prefix", "multi-turn", "no-sharing", *TRACES)
+TRACE_DIR = REPO_ROOT.parent / "shared" / "traces"
+TRACE_BLOCK_TOKENS = 512
+TRACE_SCALE = 32
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,38 @@ class Request:
     prompt: str
     output_tokens: int
     prompt_tokens: int
+    gap_s: float | None = None
+    """Trace workloads: seconds since the previous request in the trace (None: Poisson arrivals)."""
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    at_s: float
+    input_length: int
+    output_length: int
+    hash_ids: tuple[int, ...]
+
+
+@cache
+def trace_rows(name: str) -> tuple[TraceRow, ...]:
+    """The trace's rows in arrival order (timestamps in ms); a missing or malformed file fails naming it."""
+    path = TRACE_DIR / TRACES[name]
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the {name} workload reads the trace from ../shared/traces/")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            r = json.loads(line)
+            rows.append(TraceRow(r["timestamp"] / 1000, r["input_length"], r["output_length"], tuple(r["hash_ids"])))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{n}: not a Mooncake trace row ({e})") from e
+    return tuple(sorted(rows, key=lambda r: r.at_s))
+
+
+def trace_mean_rate(name: str) -> float:
+    """Requests per trace second over the whole trace."""
+    rows = trace_rows(name)
+    return len(rows) / max(1e-9, rows[-1].at_s - rows[0].at_s)
 
 
 class Words:
@@ -67,10 +116,32 @@ def kv_blocks_per_pod(scale: int, block_size: int) -> int:
     return LLMD_POD_KV_TOKENS // scale // block_size
 
 
+def _trace_requests(name: str, words: Words) -> Iterator[Request]:
+    block = TRACE_BLOCK_TOKENS // TRACE_SCALE
+    blocks: dict[int, list[str]] = {}
+    previous = None
+    while True:  # the trace again from its start once it runs out
+        for row in trace_rows(name):
+            ids = []
+            for h in row.hash_ids:
+                if h not in blocks:
+                    block_rng = random.Random(h)
+                    blocks[h] = [block_rng.choice(words.words) for _ in range(block)]
+                ids.extend(blocks[h])
+            n = min(len(ids), max(1, row.input_length // TRACE_SCALE))
+            gap = 0.0 if previous is None else max(0.0, row.at_s - previous)
+            previous = row.at_s
+            prompt = "".join(" " + w for w in ids[:n])
+            yield Request(prompt, max(1, row.output_length // TRACE_SCALE), n + words.special, gap)
+        previous = None
+
+
 def requests(name: str, words: Words, *, scale: int, seed: int) -> Iterator[Request]:
     """An endless, seeded stream of the workload's requests (the load generator takes what it needs)."""
     rng = random.Random(seed)
-    if name == "shared-prefix":
+    if name in TRACES:
+        yield from _trace_requests(name, words)
+    elif name == "shared-prefix":
         system, question, out = _scaled(6000, scale), _scaled(1200, scale), _scaled(1000, scale)
         groups = [words.text(rng, system) for _ in range(150)]
         prompts = [g + words.text(rng, question) for g in groups for _ in range(5)]
@@ -117,6 +188,11 @@ def oracle_hits(prompts: list[list[int]], block_size: int, model: str = "tiny") 
         out.append((matched * block_size, len(ids)))
         seen.update(keys)
     return out
+
+
+def distinct_blocks(prompts: list[list[int]], block_size: int, model: str = "tiny") -> set[int]:
+    """The full prompt blocks a run sends, as the engines key them: its KV working set."""
+    return {k for ids in prompts for k in block_keys(ids, block_size, root_key(model))}
 
 
 def hit_rate(pairs: list[tuple[int, int]]) -> float:

@@ -1,11 +1,24 @@
 """Routing under load: headway's routers against the anchors, in one process tree, same seeds, cold engines.
 
-    headway bench routing [--workload shared-prefix|multi-turn|no-sharing|all] [--engines 8] [--scale 20]
-                          [--time-scale 0.035] [--stage-seconds 12] [--llmd-stages 10,40,60,80]
-                          [--routers NAME,...] [--seed 1] [--smoke]
+    headway bench routing [--workload shared-prefix|multi-turn|no-sharing|mooncake-conversation|
+                                      mooncake-synthetic|all] [--engines 8] [--scale 20]
+                          [--router-replicas 1] [--kv-pressure R] [--time-scale 0.035]
+                          [--stage-seconds 12] [--llmd-stages 10,40,60,80] [--routers NAME,...] [--seed 1]
+                          [--smoke]
 
 For each router: N simulated H100 engines (`headway sim`, started cold), the router, and an open-loop
-Poisson load generator running the stages; then the next router on fresh engines with the same seeds.
+load generator running the stages; then the next router on fresh engines with the same schedule.
+
+- Production conditions: `--router-replicas N` runs every router as N independent instances behind a
+  client-side round-robin split (a plain L4 balancer): N headway gateways sharing one index through Redis
+  (fed by one `headway kvcache` indexer), N vllm-router / sglang-router processes, N copies of each
+  re-implemented anchor with its own state (those that read KV events get every engine's events through a
+  fan-out). `--kv-pressure R` sizes the engines' KV caches so the run's working set (the distinct prompt
+  blocks it sends) is R times the cluster's capacity, so eviction decides hit rates (the trace workloads
+  default to 2). The Mooncake trace workloads replay real prefix structure and arrivals (bench/_workloads.py).
+- Engines hash blocks as vLLM does with `--prefix-caching-hash-algo sha256_cbor` (as llm-d deploys them),
+  so vllm-router's kv_aware, which recomputes vLLM's keys, can match their events; its placement lookups
+  by result are recorded with its row.
 
 - Scale: token counts and per-pod KV capacity are the llm-d 73-capacity run's divided by `--scale`
   (see bench/_workloads.py); the engines run at `--time-scale` (slower than real time) so the streamed
@@ -34,6 +47,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import os
 import random
 import statistics
@@ -51,10 +65,23 @@ import aiohttp
 import zmq
 
 from bench._machine import RESULTS, write_result
-from bench._workloads import WORKLOADS, Request, Words, hit_rate, kv_blocks_per_pod, oracle_hits, requests
+from bench._workloads import (
+    TRACE_SCALE,
+    TRACES,
+    WORKLOADS,
+    Request,
+    Words,
+    distinct_blocks,
+    hit_rate,
+    kv_blocks_per_pod,
+    oracle_hits,
+    requests,
+    trace_mean_rate,
+)
 from headway.devenv import procs
 from headway.devenv.engines import gateway_argv, kv_events_config, sim_argv
 from headway.devenv.envoy import EnvoyProcess, bootstrap, envoy_binary
+from headway.devenv.services import RedisServer
 from headway.devenv.tinymodel import tiny_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,6 +98,9 @@ class RouterSpec:
     launch: str  # "gateway" | "envoy-epp" | "vllm-router" | "sglang-router"
     args: tuple[str, ...] = ()
     needs_relay: bool = False
+    shared_index: bool = False
+    """headway's engine-truth index: with several replicas, one indexer writes it to Redis and every
+    replica reads it there (as the chart deploys them)."""
 
 
 ROUTERS: dict[str, RouterSpec] = {
@@ -80,8 +110,8 @@ ROUTERS: dict[str, RouterSpec] = {
         RouterSpec("round-robin", "baseline", "gateway", ("--strategy", "round-robin")),
         RouterSpec("least-request", "baseline", "gateway", ("--strategy", "least-request")),
         RouterSpec("headway-approx-prefix", "headway", "gateway", ("--strategy", "approx-prefix")),
-        RouterSpec("headway-kv-aware", "headway", "gateway", ("--strategy", "kv-aware")),
-        RouterSpec("headway-kv-aware-envoy-epp", "headway", "envoy-epp", ("--strategy", "kv-aware")),
+        RouterSpec("headway-kv-aware", "headway", "gateway", ("--strategy", "kv-aware"), shared_index=True),
+        RouterSpec("headway-kv-aware-envoy-epp", "headway", "envoy-epp", ("--strategy", "kv-aware"), shared_index=True),
         RouterSpec(
             "llm-d-precise",
             "anchor",
@@ -155,6 +185,27 @@ class KvRelay:
             zmq.proxy(xsub, xpub)
 
 
+class KvFanout:
+    """One bound endpoint the engines publish to, every frame copied to each of several routers' bound SUB
+    endpoints (an XPUB that connects to all of them): N copies of a router that reads KV events each see
+    every engine's events, the most generous way to deploy one (in llm-d's default, each engine's
+    publisher reaches one replica through the Service)."""
+
+    def __init__(self, outputs: list[str]) -> None:
+        self.ctx = zmq.Context.instance()
+        self.input = f"tcp://127.0.0.1:{procs.free_port()}"
+        xsub, xpub = self.ctx.socket(zmq.XSUB), self.ctx.socket(zmq.XPUB)
+        xsub.bind(self.input)
+        for out in outputs:
+            xpub.connect(out)
+        threading.Thread(target=self._proxy, args=(xsub, xpub), daemon=True).start()
+
+    @staticmethod
+    def _proxy(xsub: zmq.Socket, xpub: zmq.Socket) -> None:
+        with contextlib.suppress(zmq.ContextTerminated, zmq.ZMQError):
+            zmq.proxy(xsub, xpub)
+
+
 def _get(url: str, timeout: float = 2.0) -> str | None:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -172,8 +223,7 @@ def _wait(url: str, pid: int, log: Path, timeout_s: float = 90) -> None:
         time.sleep(0.2)
 
 
-def start_engines(fleet: Fleet, args: argparse.Namespace, events: list[str]) -> None:
-    blocks = kv_blocks_per_pod(args.scale, BLOCK_SIZE)
+def start_engines(fleet: Fleet, args: argparse.Namespace, events: list[str], blocks: int) -> None:
     for port, endpoint in zip(fleet.ports, events, strict=True):
         argv = sim_argv(
             port,
@@ -189,62 +239,125 @@ def start_engines(fleet: Fleet, args: argparse.Namespace, events: list[str]) -> 
             "8192",
             "--kv-events-config",
             kv_events_config(endpoint, port),
+            "--prefix-caching-hash-algo",
+            "sha256_cbor",
             "--log-level",
             "warning",
         )
-        fleet.pids.append(procs.spawn(argv, fleet.work / f"engine-{port}.log", cwd=fleet.work).pid)
+        # vLLM's own keys (sha256_cbor, vLLM's default seed), as llm-d deploys engines: a router that
+        # recomputes them (vllm-router kv_aware) can match the engines' events
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+        fleet.pids.append(procs.spawn(argv, fleet.work / f"engine-{port}.log", env=env, cwd=fleet.work).pid)
     for port, pid in zip(fleet.ports, fleet.pids, strict=True):
         _wait(f"http://127.0.0.1:{port}/health", pid, fleet.work / f"engine-{port}.log")
 
 
-def start_router(spec: RouterSpec, fleet: Fleet, work: Path, relay: KvRelay | None) -> tuple[str, list[int], list[str]]:
-    """Start the router; returns (url, its pids, the KV-event endpoint each engine should publish to)."""
-    port = procs.free_port()
-    log = work / f"router-{spec.name}.log"
-    if spec.launch in ("gateway", "envoy-epp"):
+@dataclass
+class Launched:
+    """The router's replicas as started: the URLs the load generator splits over, every process to stop,
+    and the KV-event endpoint each engine publishes to."""
+
+    urls: list[str] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    """Each replica's Prometheus endpoint (the Rust routers')."""
+
+
+def _headway(spec: RouterSpec, fleet: Fleet, work: Path, replicas: int, out: Launched) -> None:
+    """headway's gateways (or EPPs behind Envoy). One replica indexes the engines' events itself; several
+    share one index: the indexer (`headway kvcache`) writes it to Redis, each replica reads it there, as
+    the chart deploys them. Routers that keep their own state get every event through a fan-out."""
+    engines = len(fleet.ports)
+    if replicas == 1:
         bind = f"tcp://127.0.0.1:{procs.free_port()}"
-        argv = gateway_argv(port, fleet.urls, "--kv-events-bind", bind, *spec.args)
+        index_args: list[tuple[str, ...]] = [("--kv-events-bind", bind)]
+        out.events = [bind] * engines
+    elif spec.shared_index:
+        redis = RedisServer(work / "redis").start()
+        out.pids.append(redis.pid)
+        bind, port = f"tcp://127.0.0.1:{procs.free_port()}", procs.free_port()
+        argv = [sys.executable, "-m", "headway", "kvcache", "--bind", bind, "--redis-url", redis.url]
+        log = work / "indexer.log"
+        pid = procs.spawn([*argv, "--host", "127.0.0.1", "--port", str(port)], log, cwd=work).pid
+        out.pids.append(pid)
+        _wait(f"http://127.0.0.1:{port}/healthz", pid, log)
+        index_args = [("--redis-url", redis.url)] * replicas
+        out.events = [bind] * engines
+    else:
+        binds = [f"tcp://127.0.0.1:{procs.free_port()}" for _ in range(replicas)]
+        index_args = [("--kv-events-bind", b) for b in binds]
+        out.events = [KvFanout(binds).input] * engines
+    for i, extra in enumerate(index_args):
+        port, log = procs.free_port(), work / f"router-{spec.name}-{i}.log"
+        argv = [*gateway_argv(port, fleet.urls, *extra, *spec.args)]
         if spec.launch == "gateway":
             pid = procs.spawn(argv, log, cwd=work).pid
+            out.pids.append(pid)
             _wait(f"http://127.0.0.1:{port}/healthz", pid, log)
-            return f"http://127.0.0.1:{port}", [pid], [bind] * len(fleet.ports)
+            out.urls.append(f"http://127.0.0.1:{port}")
+            continue
         # headway's Endpoint Picker behind a real Envoy (the GIE reference data plane: ORIGINAL_DST on
         # the picker's header), the same decisions as the standalone gateway's, Envoy forwarding
         metrics_port = procs.free_port()
         pid = procs.spawn([*argv, "--mode", "epp", "--metrics-port", str(metrics_port)], log, cwd=work).pid
+        out.pids.append(pid)
         _wait(f"http://127.0.0.1:{metrics_port}/healthz", pid, log)
         cfg = bootstrap(listen_port=procs.free_port(), admin_port=procs.free_port(), epp_port=port)
-        envoy = EnvoyProcess(work, cfg, name=f"envoy-{spec.name}").start()
-        return envoy.url, [pid, envoy.pid], [bind] * len(fleet.ports)
+        envoy = EnvoyProcess(work, cfg, name=f"envoy-{spec.name}-{i}").start()
+        out.pids.append(envoy.pid)
+        out.urls.append(envoy.url)
+
+
+def _rust_router(
+    spec: RouterSpec, fleet: Fleet, work: Path, replicas: int, relay: KvRelay | None, out: Launched
+) -> None:
+    """vllm-router / sglang-router processes, each with every engine; kv_aware ones all dial the relay's
+    per-engine publishers (each subscriber gets every event)."""
     exe = {
         "vllm-router": [str(BENCH_VENV / "vllm-router")],
         "sglang-router": [str(BENCH_VENV / "sglang-router"), "launch"],
     }
-    argv = [
-        *exe[spec.launch],
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--prometheus-host",
-        "127.0.0.1",
-        "--prometheus-port",
-        str(procs.free_port()),
-        "--worker-urls",
-        *fleet.urls,
-        *spec.args,
-    ]
-    nowhere = [f"tcp://127.0.0.1:{procs.free_port()}"] * len(fleet.ports)
-    if spec.needs_relay:
-        assert relay is not None
-        for url, out in zip(fleet.urls, relay.outputs, strict=True):
-            argv += ["--kv-event-source", f"{url}=tcp://127.0.0.1:{out}"]
-        argv += ["--kv-event-block-size", str(BLOCK_SIZE), "--kv-event-model", "tiny"]
-        nowhere = [f"tcp://127.0.0.1:{i}" for i in relay.inputs]
-    env = {**os.environ, "PYTHONSAFEPATH": "1"}
-    pid = procs.spawn(argv, log, env=env, cwd=work).pid
-    _wait(f"http://127.0.0.1:{port}/v1/models", pid, log)
-    return f"http://127.0.0.1:{port}", [pid], nowhere
+    for i in range(replicas):
+        port, log, metrics_port = procs.free_port(), work / f"router-{spec.name}-{i}.log", procs.free_port()
+        argv = [
+            *exe[spec.launch],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--prometheus-host",
+            "127.0.0.1",
+            "--prometheus-port",
+            str(metrics_port),
+            "--worker-urls",
+            *fleet.urls,
+            *spec.args,
+        ]
+        if spec.needs_relay:
+            assert relay is not None
+            for url, relay_out in zip(fleet.urls, relay.outputs, strict=True):
+                argv += ["--kv-event-source", f"{url}=tcp://127.0.0.1:{relay_out}"]
+            argv += ["--kv-event-block-size", str(BLOCK_SIZE), "--kv-event-model", "tiny"]
+        env = {**os.environ, "PYTHONSAFEPATH": "1"}
+        pid = procs.spawn(argv, log, env=env, cwd=work).pid
+        out.pids.append(pid)
+        _wait(f"http://127.0.0.1:{port}/v1/models", pid, log)
+        out.urls.append(f"http://127.0.0.1:{port}")
+        out.metrics.append(f"http://127.0.0.1:{metrics_port}/metrics")
+
+
+def kv_lookups(metrics_urls: list[str]) -> dict[str, float]:
+    """vllm-router kv_aware's placement lookups by result, over its replicas: hits show its recomputed
+    keys match the engines' events (else its decisions fall back to load alone and its row measures
+    nothing)."""
+    out: dict[str, float] = {}
+    for url in metrics_urls:
+        for line in (_get(url, timeout=10) or "").splitlines():
+            if line.startswith("vllm_router_kv_placement_lookups_total{"):
+                result = line.split('result="', 1)[1].split('"', 1)[0] if 'result="' in line else "all"
+                out[result] = out.get(result, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def engine_counters(urls: list[str]) -> list[dict[str, float]]:
@@ -293,18 +406,45 @@ async def _one(session: aiohttp.ClientSession, url: str, req: Request, s: Sample
         return
 
 
+Schedule = list[list[tuple[float, Request]]]
+"""Per stage, each request with its send time in seconds from the stage's start."""
+
+
+def schedule(
+    stream: Iterator[Request], rates: list[float], stage_s: float, seed: int, trace_rate: float | None = None
+) -> Schedule:
+    """Open-loop arrivals, the same for every router: Poisson at each stage's rate, or a trace's own gaps
+    scaled so its mean rate (`trace_rate`, per trace second) lands on the stage's (burstiness kept)."""
+    out: Schedule = []
+    pending: Request | None = None
+    for k, rate in enumerate(rates):
+        rng = random.Random(seed * 1000 + k)
+        stage: list[tuple[float, Request]] = []
+        t = 0.0
+        while True:
+            req, pending = pending or next(stream), None
+            t += rng.expovariate(rate) if req.gap_s is None else req.gap_s * (trace_rate or rate) / rate
+            if t >= stage_s:
+                pending = req  # the next stage's first request
+                break
+            stage.append((t, req))
+        out.append(stage)
+    return out
+
+
 async def drive(
-    url: str,
-    stream: Iterator[Request],
+    urls: list[str],
+    plan: Schedule,
     rates: list[float],
     stage_s: float,
-    seed: int,
     engines: list[str],
     drain_s: float,
     progress: Callable[[str], None],
 ) -> tuple[list[Sample], list[tuple[float, float]], list[list[dict[str, float]]]]:
-    """Open-loop Poisson stages; returns the samples, each stage's (start, end) and engine counters at
-    every stage boundary."""
+    """Send the schedule, the requests split round-robin over the router's replicas (a plain L4 balancer
+    in front of them); returns the samples, each stage's (start, end) and engine counters at every stage
+    boundary."""
+    replicas = itertools.cycle(urls)
     samples: list[Sample] = []
     tasks: list[asyncio.Task[None]] = []
     windows: list[tuple[float, float]] = []
@@ -312,20 +452,15 @@ async def drive(
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        for k, rate in enumerate(rates):
-            rng = random.Random(seed * 1000 + k)
+        for k, (rate, stage) in enumerate(zip(rates, plan, strict=True)):
             start = time.perf_counter()
-            t = 0.0
-            while True:
-                t += rng.expovariate(rate)
-                if t >= stage_s:
-                    break
+            for t, req in stage:
                 delay = start + t - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 s = Sample(k, time.perf_counter())
                 samples.append(s)
-                tasks.append(asyncio.create_task(_one(session, url, next(stream), s)))
+                tasks.append(asyncio.create_task(_one(session, next(replicas), req, s)))
             await asyncio.sleep(max(0.0, start + stage_s - time.perf_counter()))
             windows.append((start, time.perf_counter()))
             counters.append(await asyncio.to_thread(engine_counters, engines))
@@ -384,29 +519,27 @@ def stage_stats(
 
 
 def run_router(
-    spec: RouterSpec, workload: str, args: argparse.Namespace, words: Words, work: Path, log: Callable[[str], None]
+    spec: RouterSpec, plan: Schedule, blocks: int, args: argparse.Namespace, work: Path, log: Callable[[str], None]
 ) -> dict[str, Any]:
     fleet = Fleet(work / spec.name, [procs.free_port() for _ in range(args.engines)])
     fleet.work.mkdir(parents=True, exist_ok=True)
     relay = KvRelay(args.engines) if spec.needs_relay else None
-    router_pids: list[int] = []
+    launched = Launched()
     try:
         if spec.launch in ("gateway", "envoy-epp"):
-            url, router_pids, events = start_router(spec, fleet, fleet.work, relay)
-            start_engines(fleet, args, events)
+            _headway(spec, fleet, fleet.work, args.router_replicas, launched)
+            start_engines(fleet, args, launched.events, blocks)
         else:
-            events = [f"tcp://127.0.0.1:{i}" for i in relay.inputs] if relay else None
-            start_engines(fleet, args, events or [f"tcp://127.0.0.1:{procs.free_port()}"] * args.engines)
-            url, router_pids, _ = start_router(spec, fleet, fleet.work, relay)
+            nowhere = [f"tcp://127.0.0.1:{procs.free_port()}"] * args.engines
+            start_engines(fleet, args, [f"tcp://127.0.0.1:{i}" for i in relay.inputs] if relay else nowhere, blocks)
+            _rust_router(spec, fleet, fleet.work, args.router_replicas, relay, launched)
         time.sleep(1.0)  # a metrics scrape of every engine before the first request
-        stream = requests(workload, words, scale=args.scale, seed=args.seed)
         samples, windows, counters = asyncio.run(
             drive(
-                url,
-                stream,
+                launched.urls,
+                plan,
                 args.rates,
                 args.stage_seconds,
-                args.seed,
                 fleet.urls,
                 args.drain_seconds,
                 lambda m: log(f"  {spec.name}: {m}"),
@@ -415,14 +548,17 @@ def run_router(
         first, last = counters[0], counters[-1]
         hits = sum(a["hits"] - b["hits"] for a, b in zip(last, first, strict=True))
         queries = sum(a["queries"] - b["queries"] for a, b in zip(last, first, strict=True))
-        return {
+        out = {
             "kind": spec.kind,
             "hit_rate": hits / queries if queries else 0.0,
             "stages": stage_stats(samples, windows, counters, args.rates),
             "sent_per_stage": [sum(1 for s in samples if s.stage == k) for k in range(len(args.rates))],
         }
+        if spec.needs_relay:
+            out["kv_placement_lookups"] = kv_lookups(launched.metrics)
+        return out
     finally:
-        for pid in [*fleet.pids, *router_pids]:
+        for pid in [*fleet.pids, *launched.pids]:
             procs.stop(pid, grace_s=3)
 
 
@@ -520,36 +656,84 @@ def targets(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def kv_sizing(workload: str, prompts: list[list[int]], plan: Schedule, args: argparse.Namespace) -> dict[str, Any]:
+    """Each engine's KV blocks: llm-d's capacity scaled (the working set ~73% of it), or, under
+    `--kv-pressure` (the trace workloads' default: 2), what makes the run's working set — the distinct
+    prompt blocks it sends — that many times the cluster's capacity, so eviction decides hit rates. Never
+    less than twice the largest request, which must fit."""
+    working_set = len(distinct_blocks(prompts, BLOCK_SIZE))
+    largest = max(
+        (len(ids) + req.output_tokens) // BLOCK_SIZE + 1 for ids, req in zip(prompts, _requests(plan), strict=True)
+    )
+    pressure = args.kv_pressure if args.kv_pressure is not None else (2.0 if workload in TRACES else None)
+    if pressure is None:
+        blocks = kv_blocks_per_pod(args.scale, BLOCK_SIZE)
+    else:
+        blocks = max(2 * largest, math.ceil(working_set / (pressure * args.engines)))
+    return {
+        "kv_blocks_per_engine": blocks,
+        "kv_pressure_requested": pressure,
+        "working_set_blocks": working_set,
+        "working_set_over_capacity": working_set / (blocks * args.engines),
+        "largest_request_blocks": largest,
+    }
+
+
+def _requests(plan: Schedule) -> list[Request]:
+    return [req for stage in plan for _, req in stage]
+
+
 def run_workload(workload: str, args: argparse.Namespace, words: Words, work: Path) -> dict[str, Any]:
     def log(m: str) -> None:
         print(m, file=sys.stderr, flush=True)
 
-    log(f"{workload}: {len(args.routers)} routers × {len(args.rates)} stages of {args.stage_seconds:g}s")
+    trace_rate = trace_mean_rate(workload) if workload in TRACES else None
+    stream = requests(workload, words, scale=args.scale, seed=args.seed)
+    plan = schedule(stream, args.rates, args.stage_seconds, args.seed, trace_rate)
+    # The oracle sees exactly the prompts the run sends (the same schedule for every router).
+    prompts = [words.ids(r.prompt) for r in _requests(plan)]
+    sizing = kv_sizing(workload, prompts, plan, args)
+    log(
+        f"{workload}: {len(args.routers)} routers × {args.router_replicas} replicas × {len(args.rates)} stages of "
+        f"{args.stage_seconds:g}s, {len(prompts)} requests, working set {sizing['working_set_over_capacity']:.2f}× "
+        f"the KV capacity ({sizing['kv_blocks_per_engine']} blocks per engine)"
+    )
     results = {}
     for name in args.routers:
         t0 = time.monotonic()
-        results[name] = run_router(ROUTERS[name], workload, args, words, work / workload, log)
+        results[name] = run_router(ROUTERS[name], plan, sizing["kv_blocks_per_engine"], args, work / workload, log)
         log(f"  {name}: done in {time.monotonic() - t0:.0f}s")
-    # The oracle sees exactly the prompts the run sent (the same seeded stream and arrivals for every router).
-    per_stage = next(iter(results.values()))["sent_per_stage"]
-    stream = requests(workload, words, scale=args.scale, seed=args.seed)
-    pairs = oracle_hits([words.ids(r.prompt) for r in itertools.islice(stream, sum(per_stage))], BLOCK_SIZE)
-    bounds = list(itertools.accumulate(per_stage, initial=0))
+    pairs = oracle_hits(prompts, BLOCK_SIZE)
+    bounds = list(itertools.accumulate((len(stage) for stage in plan), initial=0))
     oracle_stages = [hit_rate(pairs[a:b]) for a, b in itertools.pairwise(bounds)]
+    trace = None
+    if workload in TRACES:
+        trace = {
+            "file": f"../shared/traces/{TRACES[workload]}",
+            "source": "Mooncake FAST'25 release (kvcache-ai/Mooncake, Apache-2.0; Qin et al., FAST'25)",
+            "token_scale": TRACE_SCALE,
+            "rows_replayed": len(prompts),
+            "trace_mean_rate_per_s": trace_rate,
+        }
     doc = {
         "workload": workload,
         "versions": versions(),
         "seeds": [args.seed],
         "engines": args.engines,
+        "router_replicas": args.router_replicas,
         "gpu_profile": "H100",
-        "scale": args.scale,
+        "scale": TRACE_SCALE if trace else args.scale,
+        "trace": trace,
         "time_scale": args.time_scale,
-        "kv_blocks_per_engine": kv_blocks_per_pod(args.scale, BLOCK_SIZE),
+        **sizing,
         "block_size": BLOCK_SIZE,
         "stage_seconds": args.stage_seconds,
-        "load_generator": "asyncio open-loop Poisson client in bench/routing.py (aiperf's TTFT/ITL definitions)",
+        "load_generator": "asyncio open-loop client in bench/routing.py (Poisson or trace arrivals; aiperf's "
+        "TTFT/ITL definitions); requests split round-robin over the router's replicas",
         "oracle_hit_rate": hit_rate(pairs),
         "oracle_hit_rate_per_stage": oracle_stages,
+        "oracle_definition": "perfect knowledge and unbounded KV capacity (an upper bound; under KV pressure "
+        "no router reaches it)",
         "load_average_1m_at_end": os.getloadavg()[0],
         "routers": results,
     }
@@ -561,7 +745,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="headway bench routing", description=__doc__.split("\n\n")[0])
     p.add_argument("--workload", default="all", choices=[*WORKLOADS, "all"])
     p.add_argument("--engines", type=int, default=8)
+    p.add_argument(
+        "--router-replicas",
+        type=int,
+        default=1,
+        help="Run each router as this many independent instances, the load split round-robin over them.",
+    )
     p.add_argument("--scale", type=int, default=20, help="Divide llm-d's token counts and KV capacity by this.")
+    p.add_argument(
+        "--kv-pressure",
+        type=float,
+        default=None,
+        help="Size the engines' KV caches so the run's working set is this many times the cluster's capacity "
+        "(trace workloads' default: 2; others: llm-d's capacity scaled).",
+    )
     p.add_argument("--time-scale", type=float, default=0.035, help="Engines run this many times real time.")
     p.add_argument(
         "--qps-factor",
@@ -593,8 +790,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [r for r in args.routers if r not in ROUTERS]
     if unknown:
         p.error(f"unknown routers {unknown}; known: {', '.join(ROUTERS)}")
-    if args.engines < 2 or args.stage_seconds <= 0 or args.time_scale <= 0:
-        p.error("--engines must be ≥ 2; --stage-seconds and --time-scale > 0")
+    if args.engines < 2 or args.stage_seconds <= 0 or args.time_scale <= 0 or args.router_replicas < 1:
+        p.error("--engines must be ≥ 2, --router-replicas ≥ 1; --stage-seconds and --time-scale > 0")
+    if args.kv_pressure is not None and args.kv_pressure <= 0:
+        p.error("--kv-pressure must be > 0")
     missing = [
         r
         for r in args.routers

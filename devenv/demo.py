@@ -31,7 +31,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from headway.api import CONTROL_PLANE_LABEL, ENGINE_LABEL, POOL_LABEL, VARIANT_LABEL
-from headway.api.modelpool import ModelPoolSpec
+from headway.api.modelpool import KIND, ModelPoolSpec
 from headway.devenv import procs
 from headway.devenv.chart import install, local_values, restricted_namespace, values_file
 from headway.devenv.cluster import LocalCluster
@@ -108,11 +108,13 @@ class DemoServices:
 
 
 def sample_pools(model_dir: Path, engine_runtime: str) -> list[dict[str, Any]]:
-    """deploy/samples, pointed at the tiny local model: its tokenizer serves gateway and engines alike,
+    """deploy/samples' ModelPools, pointed at the tiny local model: its tokenizer serves gateway and engines alike,
     and real vLLM loads it with dummy weights (nothing is downloaded)."""
     pools = []
     for path in sorted(SAMPLES.glob("*.yaml")):
         pool = yaml.safe_load(path.read_text())
+        if pool.get("kind") != KIND:  # e.g. the HTTPRoute sample for a Gateway
+            continue
         model = pool["spec"]["model"]
         model["source"] = str(model_dir)
         if engine_runtime == "vllm":

@@ -7,9 +7,13 @@
   cached block that is free can be taken back by a prefix hit until then: that is the LRU.
 - Every newly cached run of blocks is reported as one `BlockStored`, every eviction as a `BlockRemoved`
   of one block, in the order they happen.
-- Keys are SHA-256 over (parent key, tokens, extra keys); events carry the low 64 bits as an unsigned
-  int, like vLLM's default. The root key is random per process unless PYTHONHASHSEED is set, so two
-  engines agree on keys only if they share that seed (vLLM's rule).
+- Keys chain (parent key, tokens, extra keys) through vLLM's `--prefix-caching-hash-algo`:
+  `sha256_cbor` is vLLM's exactly (SHA-256 of the canonical CBOR of that tuple; the conformance tests
+  check the keys against real vLLM's), so a router that recomputes vLLM's keys matches the simulator's;
+  `sha256` (the default) hashes the same tuple in the simulator's own faster encoding, not vLLM's pickle.
+  Events carry the low 64 bits as an unsigned int, like vLLM's default. The first block's parent is the
+  hash of PYTHONHASHSEED, or of vLLM's fixed seed when it is unset (vLLM ≥ 0.32 for its cryptographic
+  hashes), so engines of one model agree on keys.
 """
 
 from __future__ import annotations
@@ -19,18 +23,28 @@ import os
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Literal
+
+import cbor2
 
 from headway.kvcache.events import AllBlocksCleared, BlockRemoved, BlockStored, Event
 
 _LOW64 = (1 << 64) - 1
+HashAlgo = Literal["sha256", "sha256_cbor"]
+DEFAULT_NONE_HASH_SEED = "vllm-none-hash"
+"""vLLM's seed of the first block's parent when PYTHONHASHSEED is unset (vllm/v1/core/kv_cache_utils.py)."""
 
 
-def root_key() -> bytes:
-    seed = os.environ.get("PYTHONHASHSEED")
-    return hashlib.sha256(seed.encode()).digest() if seed is not None else os.urandom(32)
+def root_key(algo: HashAlgo = "sha256") -> bytes:
+    seed = os.environ.get("PYTHONHASHSEED", DEFAULT_NONE_HASH_SEED)
+    if algo == "sha256_cbor":
+        return hashlib.sha256(cbor2.dumps(seed, canonical=True)).digest()
+    return hashlib.sha256(seed.encode()).digest()
 
 
-def chain_key(parent: bytes, tokens: Sequence[int], extra: tuple[str, ...] | None) -> bytes:
+def chain_key(parent: bytes, tokens: Sequence[int], extra: tuple[str, ...] | None, algo: HashAlgo = "sha256") -> bytes:
+    if algo == "sha256_cbor":
+        return hashlib.sha256(cbor2.dumps((parent, tuple(tokens), extra), canonical=True)).digest()
     h = hashlib.sha256(parent)
     h.update(array("I", tokens).tobytes())
     if extra:

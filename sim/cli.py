@@ -13,11 +13,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, get_args
 
 from pydantic import ValidationError
 
 from headway.api.errors import option_error
+from headway.sim.blocks import HashAlgo
 from headway.sim.config import KvEventsConfig, SimConfig
 from headway.sim.profiles import PRESETS, ProfileError, load_profile
 
@@ -81,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="Prefix caching (on by default, as in vLLM).",
+    )
+    v.add_argument(
+        "--prefix-caching-hash-algo",
+        choices=get_args(HashAlgo),
+        default="sha256",
+        help="Block-key hash: sha256 (default; the simulator's encoding) or sha256_cbor (vLLM's exactly).",
     )
     v.add_argument(
         "--kv-events-config",
@@ -158,6 +165,7 @@ def parse_config(argv: Sequence[str]) -> tuple[SimConfig, list[str]]:
             max_model_len=ns.max_model_len,
             block_size=ns.block_size,
             enable_prefix_caching=ns.enable_prefix_caching,
+            prefix_caching_hash_algo=ns.prefix_caching_hash_algo,
             max_num_seqs=ns.max_num_seqs,
             max_num_batched_tokens=ns.max_num_batched_tokens,
             tensor_parallel_size=ns.tensor_parallel_size,

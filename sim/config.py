@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from headway.sim.blocks import HashAlgo
+
 
 class KvEventsConfig(BaseModel, frozen=True, extra="ignore"):
     """vLLM's `--kv-events-config` JSON, same field names and defaults."""
@@ -34,6 +36,7 @@ class SimConfig(BaseModel, frozen=True, extra="forbid"):
     max_model_len: int = Field(4096, ge=16, description="Longest prompt + output, in tokens.")
     block_size: int = Field(16, ge=1, le=4096, description="Tokens per KV block (vLLM's CPU backend uses 128).")
     enable_prefix_caching: bool = True
+    prefix_caching_hash_algo: HashAlgo = Field("sha256", description="Block-key hash (sha256_cbor: vLLM's exactly).")
     max_num_seqs: int = Field(256, ge=1, description="Most requests running at once.")
     max_num_batched_tokens: int = Field(8192, ge=1, description="Token budget of one engine step.")
     tensor_parallel_size: int = Field(1, ge=1, le=64)
@@ -66,7 +69,7 @@ class SimConfig(BaseModel, frozen=True, extra="forbid"):
             "enable_prefix_caching": str(self.enable_prefix_caching),
             "cache_dtype": "auto",
             "gpu_memory_utilization": "0.9",
-            "prefix_caching_hash_algo": "sha256",
+            "prefix_caching_hash_algo": self.prefix_caching_hash_algo,
             "kv_cache_size_tokens": str(num_blocks * self.block_size),
             "num_gpu_blocks_override": str(self.kv_cache_blocks) if self.kv_cache_blocks else "None",
         }

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from headway.kvcache.events import Event
-from headway.sim.blocks import BlockPool, chain_key, root_key
+from headway.sim.blocks import BlockPool, HashAlgo, chain_key, root_key
 from headway.sim.profiles import GpuProfile
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class EngineLimits:
     max_model_len: int
     enable_prefix_caching: bool = True
     time_scale: float = 1.0
+    hash_algo: HashAlgo = "sha256"
 
 
 class EngineObserver:
@@ -129,7 +130,7 @@ class Engine:
             enable_caching=limits.enable_prefix_caching,
             emit=self._pending_events.append,
         )
-        self.root = root_key()
+        self.root = root_key(limits.hash_algo)
         self.running: list[Request] = []
         self.waiting: deque[Request] = deque()
         self._wake = asyncio.Event()
@@ -154,7 +155,7 @@ class Engine:
         while (len(req.keys) + 1) * bs <= upto_tokens:
             i = len(req.keys)
             parent = req.keys[-1] if req.keys else self.root
-            req.keys.append(chain_key(parent, req.tokens[i * bs : (i + 1) * bs], req.extra))
+            req.keys.append(chain_key(parent, req.tokens[i * bs : (i + 1) * bs], req.extra, self.limits.hash_algo))
 
     # ----- scheduling
     def _blocks_needed(self, req: Request, new_tokens: int) -> int:

@@ -113,6 +113,7 @@ class SimServer:
             max_model_len=cfg.max_model_len,
             enable_prefix_caching=cfg.enable_prefix_caching,
             time_scale=cfg.time_scale,
+            hash_algo=cfg.prefix_caching_hash_algo,
         )
         self.engine = Engine(
             limits,

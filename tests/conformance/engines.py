@@ -1,7 +1,9 @@
 """Start the same engine command line as the simulator or as real vLLM on CPU, with a KV-event subscriber.
 
 Both targets get vLLM's CPU settings: block size 128 (the CPU backend's; the simulator is told so
-explicitly), 40 KV blocks (so eviction happens within a test), prefix caching, prompt-token details.
+explicitly), 40 KV blocks (so eviction happens within a test), prefix caching, prompt-token details,
+and the `sha256_cbor` block hash with one PYTHONHASHSEED (so the keys of the two can be checked against
+one formula).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ BLOCK_SIZE = 128
 NUM_BLOCKS = 40
 MAX_MODEL_LEN = 2048
 VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
+HASH_SEED = "7"
 
 
 @dataclass
@@ -114,8 +117,10 @@ def start_engine(kind: str, model_dir: Path, workdir: Path, timeout_s: float = 4
         str(NUM_BLOCKS),
         "--kv-events-config",
         kv,
+        "--prefix-caching-hash-algo",
+        "sha256_cbor",
     ]
-    env = dict(os.environ)
+    env = {**os.environ, "PYTHONHASHSEED": HASH_SEED}
     if kind == "vllm":
         assert VLLM_PYTHON.exists(), "real vLLM is not installed: run `make vllm`"
         argv = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", *args, "--load-format", "dummy"]

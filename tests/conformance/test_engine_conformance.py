@@ -6,10 +6,12 @@ and latency values are not compared, only their presence, shape and direction.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
 
+import cbor2
 import openai
 import pytest
 import zmq
@@ -19,7 +21,15 @@ from tokenizers import Tokenizer
 from headway.devenv.tinymodel import tiny_model_dir
 from headway.kvcache.events import REPLAY_END, BlockRemoved, BlockStored, decode_batch, decode_seq, encode_seq
 from headway.sim.metrics import ITL_BUCKETS, REQUEST_LATENCY_BUCKETS, TTFT_BUCKETS
-from tests.conformance.engines import BLOCK_SIZE, MAX_MODEL_LEN, SERVED, EngineUnderTest, post, stream_events
+from tests.conformance.engines import (
+    BLOCK_SIZE,
+    HASH_SEED,
+    MAX_MODEL_LEN,
+    SERVED,
+    EngineUnderTest,
+    post,
+    stream_events,
+)
 from tests.conftest import eventually
 
 LABELS = {"model_name": SERVED, "engine": "0"}
@@ -247,6 +257,31 @@ def test_kv_events_carry_whole_blocks_of_the_prompt_with_parent_chaining(engine:
     assert topics == {engine.topic}
     seqs = [r.seq for r in engine.events.received]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+def test_block_keys_are_vllms_sha256_cbor_chain_with_the_hash_seed(engine: EngineUnderTest) -> None:
+    """vLLM's key of a block: SHA-256 of the canonical CBOR of (parent key, its tokens, extra keys), the
+    first block's parent the same hash of PYTHONHASHSEED; events carry the low 64 bits. Computed here
+    from that definition, independently of both engines, so a router that recomputes vLLM's keys (as
+    vllm-router's kv_aware does) finds the simulator's too."""
+
+    def key(obj: object) -> bytes:
+        return hashlib.sha256(cbor2.dumps(obj, canonical=True)).digest()
+
+    ids = tokenizer().encode(long_prompt("cbor", 20)).ids
+    n_full = len(ids) // BLOCK_SIZE
+    assert n_full >= 2
+    seen = len(_stored(engine))
+    client(engine).completions.create(model=SERVED, prompt=ids, max_tokens=1)
+    stored = eventually(
+        lambda: _stored_starting(engine, seen, ids[:BLOCK_SIZE]), timeout_s=10, what="BlockStored for the prompt"
+    )[0]
+    parent, expected = key(HASH_SEED), []
+    for i in range(n_full):
+        parent = key((parent, tuple(ids[i * BLOCK_SIZE : (i + 1) * BLOCK_SIZE]), None))
+        expected.append(int.from_bytes(parent, "big") & (2**64 - 1))
+    assert stored.block_hashes == expected
+    assert sample(engine, "vllm:cache_config_info", prefix_caching_hash_algo="sha256_cbor") == 1
 
 
 def test_eviction_emits_block_removed_for_blocks_it_stored(engine: EngineUnderTest) -> None:

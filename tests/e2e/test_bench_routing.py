@@ -56,12 +56,40 @@ def test_smoke_run_writes_the_schema_and_kv_aware_beats_round_robin_on_hits(tmp_
     assert rr < kv <= doc["oracle_hit_rate"] + 1e-9, (rr, kv, doc["oracle_hit_rate"])
 
 
+def test_smoke_run_under_production_conditions_replicas_share_the_index_under_kv_pressure(tmp_path: Path) -> None:
+    """Two replicas of each router, a Mooncake trace replayed, KV caches sized to half the working set:
+    headway's replicas share one index through Redis, the anchor's copies each get every KV event."""
+    routers = "round-robin,headway-kv-aware,llm-d-precise"
+    run = bench(
+        "--smoke", "--workload", "mooncake-conversation", "--router-replicas", "2", "--routers", routers,
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    (path,) = tmp_path.glob("routing-mooncake-conversation-*.json")
+    doc = json.loads(path.read_text())
+    assert doc["router_replicas"] == 2
+    assert doc["trace"]["file"].endswith("mooncake_conversation_first_half.jsonl")
+    sent = doc["routers"]["round-robin"]["sent_per_stage"]
+    assert doc["trace"]["rows_replayed"] == sum(sent)
+    assert all(r["sent_per_stage"] == sent for r in doc["routers"].values())  # one schedule for all
+    assert doc["kv_pressure_requested"] == 2.0
+    floor = 2 * doc["largest_request_blocks"]
+    assert doc["kv_blocks_per_engine"] == floor or 1.8 <= doc["working_set_over_capacity"] <= 2.0
+    for name, r in doc["routers"].items():
+        for stage in r["stages"]:
+            assert stage["success_rate"] == 1.0, (name, stage)
+    kv, rr = doc["routers"]["headway-kv-aware"]["hit_rate"], doc["routers"]["round-robin"]["hit_rate"]
+    assert rr < kv <= doc["oracle_hit_rate"] + 1e-9, (rr, kv, doc["oracle_hit_rate"])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         pytest.param(("--routers", "fastest"), "unknown routers", id="unknown-router"),
         pytest.param(("--llmd-stages", "ten"), "--llmd-stages", id="bad-stages"),
         pytest.param(("--engines", "1"), "--engines", id="one-engine"),
+        pytest.param(("--router-replicas", "0"), "--router-replicas", id="no-replicas"),
+        pytest.param(("--kv-pressure", "-1"), "--kv-pressure", id="negative-pressure"),
         pytest.param(("--routers", "sglang-router-cache-aware"), None, id="anchor-not-installed"),
     ],
 )

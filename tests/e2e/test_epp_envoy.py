@@ -99,41 +99,48 @@ def h(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     work = tmp_path_factory.mktemp("epp")
     ports = [procs.free_port() for _ in range(ENGINES)]
     events = f"tcp://127.0.0.1:{procs.free_port()}"
-    pids = start_engines(work, ports, events)
     urls = [f"http://127.0.0.1:{p}" for p in ports]
-    ref = Epp(work, "epp-ref", urls, ("--kv-events-bind", events)).start()
-    # No KV events for `fb`: a routed prefix counts (speculatively) and scraped metrics stay usable long
-    # enough that a slow machine does not change its choice between two requests of one test.
-    steady = ("--speculative-ttl-s", "300", "--stale-after-s", "300")
-    fb = Epp(work, "epp-fb", urls, ("--fallbacks", "2", "--max-in-flight", "4", *steady)).start()
-    endpoints = [f"127.0.0.1:{p}" for p in ports]
-    ref_envoy = EnvoyProcess(
-        work,
-        bootstrap(listen_port=procs.free_port(), admin_port=procs.free_port(), epp_port=ref.port),
-        name="envoy-ref",
-    ).start()
-    fb_cfg = bootstrap(
-        listen_port=procs.free_port(),
-        admin_port=procs.free_port(),
-        epp_port=fb.port,
-        upstream="override_host",
-        endpoints=endpoints,
-        fail_open=True,
-        request_body_mode="BUFFERED",
-        response_body=True,
-    )
-    fb_envoy = EnvoyProcess(work, fb_cfg, name="envoy-fb").start()
-    harness = Harness(work, ports, dict(zip(ports, pids, strict=True)), events, ref, fb, ref_envoy, fb_envoy)
-    for env in (ref_envoy, fb_envoy):
-        eventually(
-            lambda env=env: _post(env.url, _body("warm up"))[0] == 200, timeout_s=30, what="routing through Envoy"
+    pids: list[int] = []
+    envoys: list[EnvoyProcess] = []
+    epps: list[Epp] = []
+    try:  # whatever started is stopped, also when a later step fails
+        pids += start_engines(work, ports, events)
+        ref = Epp(work, "epp-ref", urls, ("--kv-events-bind", events))
+        # No KV events for `fb`: a routed prefix counts (speculatively) and scraped metrics stay usable long
+        # enough that a slow machine does not change its choice between two requests of one test.
+        steady = ("--speculative-ttl-s", "300", "--stale-after-s", "300")
+        fb = Epp(work, "epp-fb", urls, ("--fallbacks", "2", "--max-in-flight", "4", *steady))
+        for epp in (ref, fb):
+            epps.append(epp)
+            epp.start()
+        endpoints = [f"127.0.0.1:{p}" for p in ports]
+        ref_cfg = bootstrap(listen_port=procs.free_port(), admin_port=procs.free_port(), epp_port=ref.port)
+        envoys.append(ref_envoy := EnvoyProcess(work, ref_cfg, name="envoy-ref").start())
+        fb_cfg = bootstrap(
+            listen_port=procs.free_port(),
+            admin_port=procs.free_port(),
+            epp_port=fb.port,
+            upstream="override_host",
+            endpoints=endpoints,
+            fail_open=True,
+            request_body_mode="BUFFERED",
+            response_body=True,
         )
-    yield harness
-    for env in [ref_envoy, fb_envoy, *harness.extra]:
-        env.stop()
-    for pid in [*harness.engine_pids.values(), ref.pid, fb.pid]:
-        procs.stop(pid)
-    for epp in (ref, fb):
+        envoys.append(fb_envoy := EnvoyProcess(work, fb_cfg, name="envoy-fb").start())
+        engine_pids = dict(zip(ports, pids, strict=True))  # tests that restart an engine update it
+        harness = Harness(work, ports, engine_pids, events, ref, fb, ref_envoy, fb_envoy, extra=envoys)
+        for env in (ref_envoy, fb_envoy):
+            eventually(
+                lambda env=env: _post(env.url, _body("warm up"))[0] == 200, timeout_s=30, what="routing through Envoy"
+            )
+        yield harness
+        pids[:] = engine_pids.values()
+    finally:
+        for env in envoys:
+            env.stop()
+        for pid in [*pids, *(e.pid for e in epps if e.pid)]:
+            procs.stop(pid)
+    for epp in epps:
         text = (work / f"{epp.name}.log").read_text()
         assert "Traceback" not in text, text[-3000:]
 

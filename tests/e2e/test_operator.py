@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -328,8 +329,16 @@ def test_reconciling_twice_changes_nothing(
     create_pool(crd, namespace, two_variant_pool("same"))
     eventually(lambda: ready(crd, namespace, "same"), timeout_s=60, what="pool Ready")
     reconciler = PoolReconciler(Kube(crd.api_client(), "headway-operator"), OperatorConfig())
+
+    def settled() -> str | None:
+        """The pool's resourceVersion once the running operator is done with it (kopf records the handled
+        spec in an annotation right after its handler, which may land after Ready)."""
+        rv = get_pool(crd, namespace, "same")["metadata"]["resourceVersion"]
+        time.sleep(1.5)
+        return rv if get_pool(crd, namespace, "same")["metadata"]["resourceVersion"] == rv else None
+
+    pool_rv = eventually(settled, timeout_s=30, what="the pool left alone by the operator")
     before = _resource_versions(core, apps, namespace)
-    pool_rv = get_pool(crd, namespace, "same")["metadata"]["resourceVersion"]
     for _ in range(2):
         outcome = reconciler.reconcile(get_pool(crd, namespace, "same"))
         assert outcome.created == outcome.updated == outcome.deleted == []

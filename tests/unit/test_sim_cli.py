@@ -19,6 +19,7 @@ FIELD_FLAGS = {
     "max_model_len": "--max-model-len",
     "block_size": "--block-size",
     "enable_prefix_caching": "--enable-prefix-caching",
+    "prefix_caching_hash_algo": "--prefix-caching-hash-algo",
     "max_num_seqs": "--max-num-seqs",
     "max_num_batched_tokens": "--max-num-batched-tokens",
     "tensor_parallel_size": "--tensor-parallel-size",
