@@ -298,12 +298,15 @@ def _headway(spec: RouterSpec, fleet: Fleet, work: Path, replicas: int, out: Lau
             out.urls.append(f"http://127.0.0.1:{port}")
             continue
         # headway's Endpoint Picker behind a real Envoy (the GIE reference data plane: ORIGINAL_DST on
-        # the picker's header), the same decisions as the standalone gateway's, Envoy forwarding
+        # the picker's header), the same decisions as the standalone gateway's, Envoy forwarding;
         metrics_port = procs.free_port()
         pid = procs.spawn([*argv, "--mode", "epp", "--metrics-port", str(metrics_port)], log, cwd=work).pid
         out.pids.append(pid)
         _wait(f"http://127.0.0.1:{metrics_port}/healthz", pid, log)
-        cfg = bootstrap(listen_port=procs.free_port(), admin_port=procs.free_port(), epp_port=port)
+        # response bodies through the picker, as llm-d's reference Envoy configs do: its first chunk is the
+        # first-token signal that releases the request's prefill estimate (without it the estimate holds
+        # until the answer ends and routing on loaded engines gets worse; measured in the README)
+        cfg = bootstrap(listen_port=procs.free_port(), admin_port=procs.free_port(), epp_port=port, response_body=True)
         envoy = EnvoyProcess(work, cfg, name=f"envoy-{spec.name}-{i}").start()
         out.pids.append(envoy.pid)
         out.urls.append(envoy.url)

@@ -257,7 +257,23 @@ def _worker_main(cfg: GatewayConfig, directory: str, event_loop: str, verbose: b
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     gw = Gateway(cfg, hub=HubLink(directory))
-    web.run_app(gw.app(), host=cfg.host, port=cfg.port, print=None, reuse_port=True, **SERVE_OPTIONS)
+
+    async def serve() -> None:
+        """Until SIGTERM or SIGINT, also one that comes while the app is still starting (the supervisor
+        stopping a worker it just replaced): aiohttp's run_app would then fail with "Event loop stopped
+        before Future completed"."""
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        runner = web.AppRunner(gw.app(), **SERVE_OPTIONS)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, cfg.host, cfg.port, reuse_port=True).start()
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(serve())
 
 
 def serve_workers(

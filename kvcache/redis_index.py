@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -50,6 +51,7 @@ class RedisMirror:
     ) -> None:
         self.redis = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self.prefix, self.idle_ttl_s, self.flush_interval_s = prefix, idle_ttl_s, flush_interval_s
+        self._add, self._del, self._clear = (self.redis.register_script(s) for s in (_ADD, _DEL, _CLEAR))
         self.queue: list[_Op] = []
         self.max_queue = max_queue
         self.healthy = True
@@ -124,22 +126,60 @@ class RedisMirror:
         return out
 
     async def _write(self, ops: Sequence[_Op]) -> None:
-        p = self.prefix
+        """One script call per run of consecutive changes of one kind for one pod (an engine's event
+        batch is such a run): the per-key commands run inside Redis, so the client packs two strings per
+        block instead of three commands (measured by `headway bench kv-ingest`). The scripts touch keys
+        they compute, which standalone Redis allows (Redis Cluster would not)."""
         now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
-            for op, pod, key, ttl in ops:
+            for (op, pod), run in itertools.groupby(ops, key=lambda o: (o[0], o[1])):
+                changes = list(run)
+                chunks = (changes[i : i + _CHUNK] for i in range(0, len(changes), _CHUNK))
                 if op == "add":
-                    pipe.hset(f"{p}:k:{key}", pod, 0 if ttl == 0 else now + ttl)
-                    pipe.expire(f"{p}:k:{key}", self.idle_ttl_s)
-                    pipe.sadd(f"{p}:p:{pod}", key)
+                    for chunk in chunks:
+                        args: list[str | int | float] = [self.prefix, pod, self.idle_ttl_s]
+                        for _, _, key, ttl in chunk:
+                            args += (key, 0 if ttl == 0 else now + ttl)
+                        await self._add(args=args, client=pipe)
                 elif op == "del":
-                    pipe.hdel(f"{p}:k:{key}", pod)
-                    pipe.srem(f"{p}:p:{pod}", key)
+                    for chunk in chunks:
+                        await self._del(args=[self.prefix, pod, *(key for _, _, key, _ in chunk)], client=pipe)
                 else:
-                    for k in await self.redis.smembers(f"{p}:p:{pod}"):
-                        pipe.hdel(f"{p}:k:{int(k)}", pod)
-                    pipe.delete(f"{p}:p:{pod}")
+                    await self._clear(args=[self.prefix, pod], client=pipe)
             await pipe.execute()
+
+
+_CHUNK = 2000
+"""Changes per script call (Lua's unpack and one call's run time stay small)."""
+
+_ADD = """
+local p, pod, idle = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local members = {}
+for i = 4, #ARGV, 2 do
+  local k = p .. ':k:' .. ARGV[i]
+  redis.call('HSET', k, pod, ARGV[i + 1])
+  redis.call('EXPIRE', k, idle)
+  members[#members + 1] = ARGV[i]
+end
+redis.call('SADD', p .. ':p:' .. pod, unpack(members))
+"""
+
+_DEL = """
+local p, pod = ARGV[1], ARGV[2]
+for i = 3, #ARGV do
+  redis.call('HDEL', p .. ':k:' .. ARGV[i], pod)
+end
+redis.call('SREM', p .. ':p:' .. pod, unpack(ARGV, 3))
+"""
+
+_CLEAR = """
+local p, pod = ARGV[1], ARGV[2]
+local set = p .. ':p:' .. pod
+for _, k in ipairs(redis.call('SMEMBERS', set)) do
+  redis.call('HDEL', p .. ':k:' .. k, pod)
+end
+redis.call('DEL', set)
+"""
 
 
 class RedisLookup:
