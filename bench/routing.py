@@ -88,6 +88,9 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH_VENV = REPO / ".venv-bench" / "bin"
 ANCHORS = Path(__file__).resolve().parent / "anchors"
 LLMD_STAGE_QPS = (3, 10, 20, 30, 40, 50, 60)
+LLMD_STAGES = "10,40,60,80"
+TRACE_STAGES = "5,10,20,30,40"
+TRACE_REPLICAS = 3
 BLOCK_SIZE = 16
 
 
@@ -686,9 +689,24 @@ def _requests(plan: Schedule) -> list[Request]:
     return [req for stage in plan for _, req in stage]
 
 
+def for_workload(workload: str, args: argparse.Namespace) -> argparse.Namespace:
+    """The options with this workload's defaults filled in: its stage rates and router replicas."""
+    trace = workload in TRACES
+    stages = args.llmd_stages or (TRACE_STAGES if trace else LLMD_STAGES)
+    return argparse.Namespace(
+        **{
+            **vars(args),
+            "rates": [float(x) * args.qps_factor * args.time_scale for x in stages.split(",")],
+            "router_replicas": args.router_replicas or (TRACE_REPLICAS if trace else 1),
+        }
+    )
+
+
 def run_workload(workload: str, args: argparse.Namespace, words: Words, work: Path) -> dict[str, Any]:
     def log(m: str) -> None:
         print(m, file=sys.stderr, flush=True)
+
+    args = for_workload(workload, args)
 
     trace_rate = trace_mean_rate(workload) if workload in TRACES else None
     stream = requests(workload, words, scale=args.scale, seed=args.seed)
@@ -751,8 +769,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--router-replicas",
         type=int,
-        default=1,
-        help="Run each router as this many independent instances, the load split round-robin over them.",
+        default=None,
+        help="Run each router as this many independent instances, the load split round-robin over them "
+        f"(default: {TRACE_REPLICAS} for the trace workloads, 1 for the others).",
     )
     p.add_argument("--scale", type=int, default=20, help="Divide llm-d's token counts and KV capacity by this.")
     p.add_argument(
@@ -769,7 +788,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=19.0,
         help="Engine-time QPS per llm-d stage QPS (wall-clock QPS = this × --time-scale × llm-d QPS).",
     )
-    p.add_argument("--llmd-stages", default="10,40,60,80", help="llm-d stage QPS to run (theirs: 3 … 60).")
+    p.add_argument(
+        "--llmd-stages",
+        default=None,
+        help=f"llm-d stage QPS to run (theirs: 3 … 60; default {LLMD_STAGES}, for the trace workloads "
+        f"{TRACE_STAGES}: their prompts share less, so engines saturate sooner).",
+    )
     p.add_argument("--stage-seconds", type=float, default=12.0)
     p.add_argument("--drain-seconds", type=float, default=60.0, help="Wait this long for the last answers.")
     p.add_argument("--routers", default=",".join(ROUTERS), help=f"Comma-separated, of: {', '.join(ROUTERS)}.")
@@ -786,14 +810,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.workload == "all":
             args.workload = "shared-prefix"
     try:
-        args.rates = [float(x) * args.qps_factor * args.time_scale for x in args.llmd_stages.split(",")]
+        for stages in (args.llmd_stages, LLMD_STAGES, TRACE_STAGES):
+            if stages is not None:
+                [float(x) for x in stages.split(",")]
     except ValueError:
         p.error(f"--llmd-stages: expected comma-separated numbers, got {args.llmd_stages!r}")
     args.routers = [r.strip() for r in args.routers.split(",") if r.strip()]
     unknown = [r for r in args.routers if r not in ROUTERS]
     if unknown:
         p.error(f"unknown routers {unknown}; known: {', '.join(ROUTERS)}")
-    if args.engines < 2 or args.stage_seconds <= 0 or args.time_scale <= 0 or args.router_replicas < 1:
+    replicas_ok = args.router_replicas is None or args.router_replicas >= 1
+    if args.engines < 2 or args.stage_seconds <= 0 or args.time_scale <= 0 or not replicas_ok:
         p.error("--engines must be ≥ 2, --router-replicas ≥ 1; --stage-seconds and --time-scale > 0")
     if args.kv_pressure is not None and args.kv_pressure <= 0:
         p.error("--kv-pressure must be > 0")
