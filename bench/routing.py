@@ -16,9 +16,10 @@ load generator running the stages; then the next router on fresh engines with th
   fan-out). `--kv-pressure R` sizes the engines' KV caches so the run's working set (the distinct prompt
   blocks it sends) is R times the cluster's capacity, so eviction decides hit rates (the trace workloads
   default to 2). The Mooncake trace workloads replay real prefix structure and arrivals (bench/_workloads.py).
-- Engines hash blocks as vLLM does with `--prefix-caching-hash-algo sha256_cbor` (as llm-d deploys them),
-  so vllm-router's kv_aware, which recomputes vLLM's keys, can match their events; its placement lookups
-  by result are recorded with its row.
+- Engines hash blocks as vLLM does with `--prefix-caching-hash-algo sha256_cbor` (as llm-d deploys them,
+  so a router that recomputes vLLM's keys could match them). vllm-router's kv_aware hashes the events'
+  token ids itself but keeps only events on vLLM's default empty topic, which its engines get; its
+  placement lookups by result are recorded with its row (hits show it sees the events).
 
 - Scale: token counts and per-pod KV capacity are the llm-d 73-capacity run's divided by `--scale`
   (see bench/_workloads.py); the engines run at `--time-scale` (slower than real time) so the streamed
@@ -226,7 +227,9 @@ def _wait(url: str, pid: int, log: Path, timeout_s: float = 90) -> None:
         time.sleep(0.2)
 
 
-def start_engines(fleet: Fleet, args: argparse.Namespace, events: list[str], blocks: int) -> None:
+def start_engines(
+    fleet: Fleet, args: argparse.Namespace, events: list[str], blocks: int, topic: str | None = None
+) -> None:
     for port, endpoint in zip(fleet.ports, events, strict=True):
         argv = sim_argv(
             port,
@@ -241,14 +244,14 @@ def start_engines(fleet: Fleet, args: argparse.Namespace, events: list[str], blo
             "--max-model-len",
             "8192",
             "--kv-events-config",
-            kv_events_config(endpoint, port),
+            kv_events_config(endpoint, port, topic=topic),
             "--prefix-caching-hash-algo",
             "sha256_cbor",
             "--log-level",
             "warning",
         )
         # vLLM's own keys (sha256_cbor, vLLM's default seed), as llm-d deploys engines: a router that
-        # recomputes them (vllm-router kv_aware) can match the engines' events
+        # recomputes them can match the engines' events
         env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
         fleet.pids.append(procs.spawn(argv, fleet.work / f"engine-{port}.log", env=env, cwd=fleet.work).pid)
     for port, pid in zip(fleet.ports, fleet.pids, strict=True):
@@ -537,7 +540,12 @@ def run_router(
             start_engines(fleet, args, launched.events, blocks)
         else:
             nowhere = [f"tcp://127.0.0.1:{procs.free_port()}"] * args.engines
-            start_engines(fleet, args, [f"tcp://127.0.0.1:{i}" for i in relay.inputs] if relay else nowhere, blocks)
+            # vllm-router (0.1.17) keeps only event frames whose topic equals its static source's, which
+            # is always "" (vLLM's default topic): with headway's kv@… topic it would drop every event
+            topic = "" if spec.needs_relay else None
+            start_engines(
+                fleet, args, [f"tcp://127.0.0.1:{i}" for i in relay.inputs] if relay else nowhere, blocks, topic
+            )
             _rust_router(spec, fleet, fleet.work, args.router_replicas, relay, launched)
         time.sleep(1.0)  # a metrics scrape of every engine before the first request
         samples, windows, counters = asyncio.run(

@@ -9,13 +9,16 @@ from pathlib import Path
 from headway.devenv.tinymodel import tiny_model_dir
 
 
-def kv_events_config(endpoint: str, port: int, *, model: str = "tiny", replay_endpoint: str | None = None) -> str:
-    """vLLM's `--kv-events-config` JSON for an engine on 127.0.0.1:`port` publishing to `endpoint`."""
+def kv_events_config(
+    endpoint: str, port: int, *, model: str = "tiny", replay_endpoint: str | None = None, topic: str | None = None
+) -> str:
+    """vLLM's `--kv-events-config` JSON for an engine on 127.0.0.1:`port` publishing to `endpoint`, on the
+    topic `kv@<ip:port>@<model>` headway's subscriber reads the pod from (or `topic`)."""
     cfg = {
         "enable_kv_cache_events": True,
         "publisher": "zmq",
         "endpoint": endpoint,
-        "topic": f"kv@127.0.0.1:{port}@{model}",
+        "topic": f"kv@127.0.0.1:{port}@{model}" if topic is None else topic,
     }
     if replay_endpoint:
         cfg["replay_endpoint"] = replay_endpoint

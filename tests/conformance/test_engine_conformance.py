@@ -262,8 +262,8 @@ def test_kv_events_carry_whole_blocks_of_the_prompt_with_parent_chaining(engine:
 def test_block_keys_are_vllms_sha256_cbor_chain_with_the_hash_seed(engine: EngineUnderTest) -> None:
     """vLLM's key of a block: SHA-256 of the canonical CBOR of (parent key, its tokens, extra keys), the
     first block's parent the same hash of PYTHONHASHSEED; events carry the low 64 bits. Computed here
-    from that definition, independently of both engines, so a router that recomputes vLLM's keys (as
-    vllm-router's kv_aware does) finds the simulator's too."""
+    from that definition, independently of both engines, so a router that recomputes vLLM's keys (llm-d's
+    precise scorer can) finds the simulator's too."""
 
     def key(obj: object) -> bytes:
         return hashlib.sha256(cbor2.dumps(obj, canonical=True)).digest()
