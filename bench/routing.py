@@ -88,7 +88,6 @@ from headway.devenv.tinymodel import tiny_model_dir
 REPO = Path(__file__).resolve().parent.parent
 BENCH_VENV = REPO / ".venv-bench" / "bin"
 ANCHORS = Path(__file__).resolve().parent / "anchors"
-LLMD_STAGE_QPS = (3, 10, 20, 30, 40, 50, 60)
 LLMD_STAGES = "10,40,60,80"
 TRACE_STAGES = "5,10,20,30,40"
 TRACE_REPLICAS = 3
@@ -296,7 +295,7 @@ def _headway(spec: RouterSpec, fleet: Fleet, work: Path, replicas: int, out: Lau
         out.events = [KvFanout(binds).input] * engines
     for i, extra in enumerate(index_args):
         port, log = procs.free_port(), work / f"router-{spec.name}-{i}.log"
-        argv = [*gateway_argv(port, fleet.urls, *extra, *spec.args)]
+        argv = gateway_argv(port, fleet.urls, *extra, *spec.args)
         if spec.launch == "gateway":
             pid = procs.spawn(argv, log, cwd=work).pid
             out.pids.append(pid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import urllib.request
 from pathlib import Path
 
@@ -71,6 +72,20 @@ def metric_value(url: str, name: str, **labels: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return s.value
     return 0.0
+
+
+def shared_prefix_prompts(tag: str, seed: int, questions: int, groups: int = 6) -> list[str]:
+    """`groups` long system prompts, `questions` short questions on each, shuffled with `seed`: the workload
+    on which prefix-aware routing must beat round-robin."""
+    rng = random.Random(seed)
+    systems = [
+        f"{tag} system {g}: you answer questions about fleet {g}, its pools and caches. " * 10 for g in range(groups)
+    ]
+    prompts = [
+        f"{systems[g]} Question {q} about node {q * groups + g}?" for g in range(groups) for q in range(questions)
+    ]
+    rng.shuffle(prompts)
+    return prompts
 
 
 async def send_via_envoy(url: str, prompts: list[str], strategy: str, concurrency: int) -> list[tuple[str, str]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from headway.devenv.controlplane import RBAC_DIR, OperatorProcess, pool_manifest
 from headway.devenv.envoy import EnvoyProcess, bootstrap
 from headway.devenv.tinymodel import tiny_model_dir
 from tests.conftest import eventually
-from tests.e2e.fleet import metric_value, send_via_envoy, wait_http
+from tests.e2e.fleet import metric_value, send_via_envoy, shared_prefix_prompts, wait_http
 
 GROUP, VERSION, PLURAL = "inference.headway.dev", "v1alpha1", "modelpools"
 REPLICAS = 3
@@ -78,14 +77,6 @@ def envoy_epp(
     assert "Traceback" not in (tmp_path / "epp.log").read_text()
 
 
-def _prompts(tag: str, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    groups = [f"{tag} tenant {g}: you answer questions about cluster {g} and its caches. " * 10 for g in range(6)]
-    prompts = [f"{groups[g]} Question {q} about node {q * 3 + g}?" for g in range(6) for q in range(6)]
-    rng.shuffle(prompts)
-    return prompts
-
-
 def test_requests_through_envoy_reach_the_pod_the_picker_chose_and_kv_aware_wins(
     envoy_epp: tuple[str, str], core: k8s.CoreV1Api, namespace: str
 ) -> None:
@@ -109,7 +100,7 @@ def test_requests_through_envoy_reach_the_pod_the_picker_chose_and_kv_aware_wins
     rates, pairs = {}, []
     for strategy, seed in (("round-robin", 3), ("kv-aware", 4)):
         before = counters()
-        sent = asyncio.run(send_via_envoy(url, _prompts(strategy, seed), strategy, 3))
+        sent = asyncio.run(send_via_envoy(url, shared_prefix_prompts(strategy, seed, questions=6), strategy, 3))
         after = counters()
         pairs += sent
         delta = {p: tuple(a - b for a, b in zip(after[p], before[p], strict=True)) for p in pods}

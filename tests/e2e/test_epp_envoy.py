@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 import urllib.error
 import urllib.request
@@ -37,7 +36,7 @@ from headway.devenv.engines import gateway_argv
 from headway.devenv.envoy import EnvoyProcess, bootstrap
 from headway.gateway.extproc import HEALTH_NAMES, SERVED_KEY
 from tests.conftest import eventually
-from tests.e2e.fleet import metric_value, send_via_envoy, start_engines, wait_http
+from tests.e2e.fleet import metric_value, send_via_envoy, shared_prefix_prompts, start_engines, wait_http
 
 ENGINES = 3
 
@@ -170,14 +169,6 @@ def _engine_requests(h: Harness) -> dict[str, float]:
     }
 
 
-def _prompts(tag: str, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    groups = [f"{tag} system {g}: you answer questions about fleet {g}, its pools and caches. " * 10 for g in range(6)]
-    prompts = [f"{groups[g]} Question {q} about node {q * 5 + g}?" for g in range(6) for q in range(8)]
-    rng.shuffle(prompts)
-    return prompts
-
-
 def _hit_rate(h: Harness, run: object) -> float:
     hits0 = sum(metric_value(e, "vllm:prefix_cache_hits_total") for e in h.engines)
     queries0 = sum(metric_value(e, "vllm:prefix_cache_queries_total") for e in h.engines)
@@ -192,7 +183,7 @@ def test_every_request_reaches_the_engine_the_epp_chose_and_kv_aware_beats_round
     results: dict[str, list[tuple[str, str]]] = {}
     rates = {}
     for strategy, seed in (("round-robin", 1), ("kv-aware", 2)):
-        prompts = _prompts(strategy, seed)
+        prompts = shared_prefix_prompts(strategy, seed, questions=8)
 
         def run(strategy: str = strategy, prompts: list[str] = prompts) -> None:
             results[strategy] = asyncio.run(send_via_envoy(h.ref_envoy.url, prompts, strategy, 4))
