@@ -68,6 +68,8 @@ METRIC_GATEWAY_HELD = "headway_gateway_held_requests_total"
 METRIC_GATEWAY_ADMITTED = "headway_gateway_admitted_requests"
 METRIC_GATEWAY_REQUEST_SHAPE = "headway_gateway_request_shapes_total"
 METRIC_GATEWAY_SERVED = "headway_gateway_served_by_total"
+METRIC_GATEWAY_SHARED_LOOKUPS = "headway_gateway_shared_index_lookups_total"
+"""Lookups in the Redis-shared index by result: ok, timeout (routed on local state this once), down."""
 """Completed requests by model and (input, output) token bucket; see headway.api.shape."""
 
 # Metric names of the autoscaler.

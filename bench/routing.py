@@ -4,7 +4,7 @@
                                       mooncake-synthetic|all] [--engines 8] [--scale 20]
                           [--router-replicas 1] [--kv-pressure R] [--time-scale 0.035]
                           [--stage-seconds 12] [--llmd-stages 10,40,60,80] [--routers NAME,...] [--seed 1]
-                          [--smoke]
+                          [--fault restart@SECONDS] [--fault add@SECONDS] [--smoke]
 
 For each router: N simulated H100 engines (`headway sim`, started cold), the router, and an open-loop
 load generator running the stages; then the next router on fresh engines with the same schedule.
@@ -16,6 +16,17 @@ load generator running the stages; then the next router on fresh engines with th
   fan-out). `--kv-pressure R` sizes the engines' KV caches so the run's working set (the distinct prompt
   blocks it sends) is R times the cluster's capacity, so eviction decides hit rates (the trace workloads
   default to 2). The Mooncake trace workloads replay real prefix structure and arrivals (bench/_workloads.py).
+- Faults (`--fault`, each at a time into every router's run): `restart` stops the first engine and starts
+  it again (its cache empty, its event sequence from 0: what an engine-truth index sees and a routing
+  history does not), `add` starts one more engine and tells the router (headway's replicas read their
+  engines from a file they re-read; vllm-router's /add_worker; sglang-router's /workers). Recorded per
+  fault: how long the engine took, the cluster hit rate before and after, the time until it recovers
+  (from a once-a-second poll of the engines' counters, kept as `hit_rate_timeline`) and the added
+  engine's share of the work.
+- The oracle: every engine's KV events also reach a tap in this process (bench/_oracle.py), which indexes
+  them; at each request's send time it records the longest prefix any engine holds. Per stage, those
+  tokens over the prompt tokens are the hit rate a router that knows every cache exactly would get under
+  the same run's cache contents; the router's engine-reported hit rate is compared with it.
 - Engines hash blocks as vLLM does with `--prefix-caching-hash-algo sha256_cbor` (as llm-d deploys them,
   so a router that recomputes vLLM's keys could match them). vllm-router's kv_aware hashes the events'
   token ids itself but keeps only events on vLLM's default empty topic, which its engines get; its
@@ -66,6 +77,7 @@ import aiohttp
 import zmq
 
 from bench._machine import RESULTS, write_result
+from bench._oracle import EventTap
 from bench._workloads import (
     TRACE_SCALE,
     TRACES,
@@ -79,11 +91,13 @@ from bench._workloads import (
     requests,
     trace_mean_rate,
 )
+from headway.api.labels import METRIC_GATEWAY_PREDICTED_HIT_TOKENS, METRIC_GATEWAY_SHARED_LOOKUPS
 from headway.devenv import procs
 from headway.devenv.engines import gateway_argv, kv_events_config, sim_argv
 from headway.devenv.envoy import EnvoyProcess, bootstrap, envoy_binary
 from headway.devenv.services import RedisServer
 from headway.devenv.tinymodel import tiny_model_dir
+from headway.kvcache.keys import block_keys, root_key
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_VENV = REPO / ".venv-bench" / "bin"
@@ -153,13 +167,19 @@ class Sample:
     end: float | None = None
     tokens: int = 0
     ok: bool = False
+    prompt_tokens: int = 0
+    best_cached: int | None = None
+    """Tokens of its prompt the best-placed engine held when it was sent (the event-based oracle)."""
 
 
 @dataclass
 class Fleet:
     work: Path
     ports: list[int]
-    pids: list[int] = field(default_factory=list)
+    pids: dict[int, int] = field(default_factory=dict)
+    """Each engine's process by port."""
+    argv: dict[int, list[str]] = field(default_factory=dict)
+    """Each engine's command line by port, to restart it the same way."""
 
     @property
     def urls(self) -> list[str]:
@@ -227,10 +247,18 @@ def _wait(url: str, pid: int, log: Path, timeout_s: float = 90) -> None:
 
 
 def start_engines(
-    fleet: Fleet, args: argparse.Namespace, events: list[str], blocks: int, topic: str | None = None
+    fleet: Fleet,
+    args: argparse.Namespace,
+    events: list[str],
+    blocks: int,
+    topic: str | None = None,
+    ports: list[int] | None = None,
 ) -> None:
-    for port, endpoint in zip(fleet.ports, events, strict=True):
-        argv = sim_argv(
+    """Start the fleet's engines (or these `ports` of it), each publishing KV events to its `events`
+    endpoint, and wait until every one answers."""
+    ports = fleet.ports if ports is None else ports
+    for port, endpoint in zip(ports, events, strict=True):
+        fleet.argv[port] = sim_argv(
             port,
             "--gpu-profile",
             "H100",
@@ -249,12 +277,17 @@ def start_engines(
             "--log-level",
             "warning",
         )
-        # vLLM's own keys (sha256_cbor, vLLM's default seed), as llm-d deploys engines: a router that
-        # recomputes them can match the engines' events
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
-        fleet.pids.append(procs.spawn(argv, fleet.work / f"engine-{port}.log", env=env, cwd=fleet.work).pid)
-    for port, pid in zip(fleet.ports, fleet.pids, strict=True):
-        _wait(f"http://127.0.0.1:{port}/health", pid, fleet.work / f"engine-{port}.log")
+        _spawn_engine(fleet, port)
+    for port in ports:
+        _wait(f"http://127.0.0.1:{port}/health", fleet.pids[port], fleet.work / f"engine-{port}.log")
+
+
+def _spawn_engine(fleet: Fleet, port: int) -> None:
+    # vLLM's own keys (sha256_cbor, vLLM's default seed), as llm-d deploys engines: a router that
+    # recomputes them can match the engines' events
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    log = fleet.work / f"engine-{port}.log"
+    fleet.pids[port] = procs.spawn(fleet.argv[port], log, env=env, cwd=fleet.work).pid
 
 
 @dataclass
@@ -267,17 +300,26 @@ class Launched:
     events: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
     """Each replica's Prometheus endpoint (the Rust routers')."""
+    endpoints_file: Path | None = None
+    """headway's replicas read their engines from this file (an added engine is appended to it); the Rust
+    routers are told of one through their /add_worker."""
+    new_engine_events: str = ""
+    """Where an engine added mid-run publishes its KV events (on headway's topic)."""
+    launch: str = ""
 
 
-def _headway(spec: RouterSpec, fleet: Fleet, work: Path, replicas: int, out: Launched) -> None:
+def _headway(spec: RouterSpec, fleet: Fleet, work: Path, replicas: int, tap: EventTap, out: Launched) -> None:
     """headway's gateways (or EPPs behind Envoy). One replica indexes the engines' events itself; several
     share one index: the indexer (`headway kvcache`) writes it to Redis, each replica reads it there, as
-    the chart deploys them. Routers that keep their own state get every event through a fan-out."""
+    the chart deploys them. Routers that keep their own state get every event through a fan-out. Every
+    event also reaches the oracle's tap (one more output of the fan-out)."""
     engines = len(fleet.ports)
+    out.endpoints_file = work / "engines.txt"
+    out.endpoints_file.write_text("".join(f"{u}\n" for u in fleet.urls))
     if replicas == 1:
         bind = f"tcp://127.0.0.1:{procs.free_port()}"
         index_args: list[tuple[str, ...]] = [("--kv-events-bind", bind)]
-        out.events = [bind] * engines
+        out.events = [KvFanout([bind, tap.bind]).input] * engines
     elif spec.shared_index:
         redis = RedisServer(work / "redis").start()
         out.pids.append(redis.pid)
@@ -288,19 +330,21 @@ def _headway(spec: RouterSpec, fleet: Fleet, work: Path, replicas: int, out: Lau
         out.pids.append(pid)
         _wait(f"http://127.0.0.1:{port}/healthz", pid, log)
         index_args = [("--redis-url", redis.url)] * replicas
-        out.events = [bind] * engines
+        out.events = [KvFanout([bind, tap.bind]).input] * engines
     else:
         binds = [f"tcp://127.0.0.1:{procs.free_port()}" for _ in range(replicas)]
         index_args = [("--kv-events-bind", b) for b in binds]
-        out.events = [KvFanout(binds).input] * engines
+        out.events = [KvFanout([*binds, tap.bind]).input] * engines
+    out.new_engine_events = out.events[0]
     for i, extra in enumerate(index_args):
         port, log = procs.free_port(), work / f"router-{spec.name}-{i}.log"
-        argv = gateway_argv(port, fleet.urls, *extra, *spec.args)
+        argv = gateway_argv(port, [], "--endpoints-file", str(out.endpoints_file), *extra, *spec.args)
         if spec.launch == "gateway":
             pid = procs.spawn(argv, log, cwd=work).pid
             out.pids.append(pid)
             _wait(f"http://127.0.0.1:{port}/healthz", pid, log)
             out.urls.append(f"http://127.0.0.1:{port}")
+            out.metrics.append(f"http://127.0.0.1:{port}/metrics")
             continue
         # headway's Endpoint Picker behind a real Envoy (the GIE reference data plane: ORIGINAL_DST on
         # the picker's header), the same decisions as the standalone gateway's, Envoy forwarding;
@@ -355,35 +399,58 @@ def _rust_router(
         out.metrics.append(f"http://127.0.0.1:{metrics_port}/metrics")
 
 
-def kv_lookups(metrics_urls: list[str]) -> dict[str, float]:
-    """vllm-router kv_aware's placement lookups by result, over its replicas: hits show its recomputed
-    keys match the engines' events (else its decisions fall back to load alone and its row measures
-    nothing)."""
+def sum_metric(metrics_urls: list[str], name: str) -> float:
+    """One counter summed over label sets and processes."""
+    total = 0.0
+    for url in metrics_urls:
+        for line in (_get(url, timeout=10) or "").splitlines():
+            if line.startswith((f"{name} ", f"{name}{{")):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def by_result(metrics_urls: list[str], name: str) -> dict[str, float]:
+    """A counter's samples summed per `result` label over the replicas."""
     out: dict[str, float] = {}
     for url in metrics_urls:
         for line in (_get(url, timeout=10) or "").splitlines():
-            if line.startswith("vllm_router_kv_placement_lookups_total{"):
+            if line.startswith(f"{name}{{"):
                 result = line.split('result="', 1)[1].split('"', 1)[0] if 'result="' in line else "all"
                 out[result] = out.get(result, 0.0) + float(line.rsplit(" ", 1)[1])
     return out
 
 
-def engine_counters(urls: list[str]) -> list[dict[str, float]]:
+Counters = dict[str, dict[str, float]]
+"""Per engine URL: its cumulative prefix-cache hits, queries and prompt tokens."""
+ZERO = {"hits": 0.0, "queries": 0.0, "prompt_tokens": 0.0}
+
+
+def engine_counters(urls: list[str]) -> Counters:
     """Per engine: prefix-cache hits and queries (counted when a request is scheduled) and prompt tokens
-    computed, summed over label sets."""
+    computed, summed over label sets (an engine that does not answer: zeros)."""
     wanted = {
         "vllm:prefix_cache_hits_total": "hits",
         "vllm:prefix_cache_queries_total": "queries",
         "vllm:prompt_tokens_total": "prompt_tokens",
     }
-    out = []
+    out = {}
     for url in urls:
-        counts = dict.fromkeys(wanted.values(), 0.0)
+        counts = dict(ZERO)
         for line in (_get(f"{url}/metrics", timeout=10) or "").splitlines():
             name = line.split("{", 1)[0].split(" ", 1)[0]
             if name in wanted:
                 counts[wanted[name]] += float(line.rsplit(" ", 1)[1])
-        out.append(counts)
+        out[url] = counts
+    return out
+
+
+def _delta(after: Counters, before: Counters, what: str) -> dict[str, float]:
+    """Per engine, `what` counted between two snapshots; an engine restarted in between (its counters
+    went back) counts from zero, one added in between from its first value."""
+    out = {}
+    for url, counts in after.items():
+        prev = before.get(url, ZERO)[what]
+        out[url] = counts[what] - prev if counts[what] >= prev else counts[what]
     return out
 
 
@@ -440,46 +507,164 @@ def schedule(
     return out
 
 
+@dataclass(frozen=True)
+class Fault:
+    """An event injected `at_s` seconds into a router's run: `restart` kills the first engine and starts
+    it again (its cache empties, its event sequence starts over), `add` starts one more engine and tells
+    the router's replicas of it (scale-up)."""
+
+    kind: str
+    at_s: float
+
+    @classmethod
+    def parse(cls, text: str) -> Fault:
+        kind, sep, at = text.partition("@")
+        try:
+            at_s = float(at)
+        except ValueError:
+            at_s = -1.0
+        if kind not in FAULTS or not sep or at_s < 0:
+            raise ValueError(f"--fault {text!r}: expected KIND@SECONDS with KIND one of {', '.join(FAULTS)}")
+        return cls(kind, at_s)
+
+
+FAULTS = ("restart", "add")
+
+
+@dataclass
+class Drive:
+    """What one router's run measured."""
+
+    samples: list[Sample]
+    windows: list[tuple[float, float]]
+    """Each stage's (start, end), perf_counter seconds."""
+    counters: list[Counters]
+    """Engine counters at the start, at every stage boundary, and after the drain."""
+    timeline: list[tuple[float, float, float]]
+    """Every second: (seconds since the run started, cluster prefix-cache hits, queries), cumulative over
+    the run (an engine's restart does not take its counts back)."""
+    faults: list[dict[str, Any]]
+    engine_queries: dict[str, float]
+    """Prompt tokens each engine was asked to serve over the polled run (restarts counted through)."""
+
+
 async def drive(
     urls: list[str],
     plan: Schedule,
-    rates: list[float],
-    stage_s: float,
-    engines: list[str],
-    drain_s: float,
+    keys: list[list[list[int]]],
+    args: argparse.Namespace,
+    engines: Callable[[], list[str]],
     progress: Callable[[str], None],
-) -> tuple[list[Sample], list[tuple[float, float]], list[list[dict[str, float]]]]:
+    tap: EventTap | None = None,
+    inject: Callable[[Fault], dict[str, Any]] | None = None,
+) -> Drive:
     """Send the schedule, the requests split round-robin over the router's replicas (a plain L4 balancer
-    in front of them); returns the samples, each stage's (start, end) and engine counters at every stage
-    boundary."""
+    in front of them), asking the oracle's tap at each send what the best-placed engine holds; inject the
+    faults on time; poll the engines' counters every second (the hit-rate timeline)."""
     replicas = itertools.cycle(urls)
     samples: list[Sample] = []
     tasks: list[asyncio.Task[None]] = []
     windows: list[tuple[float, float]] = []
-    counters = [await asyncio.to_thread(engine_counters, engines)]
+    fault_log: list[dict[str, Any]] = []
+    timeline: list[tuple[float, float, float]] = []
+    engine_queries: dict[str, float] = {}
+    counters = [await asyncio.to_thread(engine_counters, engines())]
+    t0 = time.perf_counter()
+
+    async def poll() -> None:
+        prev, cum_hits, cum_queries = counters[0], 0.0, 0.0
+        while True:
+            snap = await asyncio.to_thread(engine_counters, engines())
+            cum_hits += sum(_delta(snap, prev, "hits").values())
+            for url, q in _delta(snap, prev, "queries").items():
+                cum_queries += q
+                engine_queries[url] = engine_queries.get(url, 0.0) + q
+            prev = snap
+            timeline.append((time.perf_counter() - t0, cum_hits, cum_queries))
+            await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - t0) % 1.0))
+
+    async def fault(f: Fault) -> None:
+        await asyncio.sleep(max(0.0, t0 + f.at_s - time.perf_counter()))
+        assert inject is not None
+        try:
+            report = await asyncio.to_thread(inject, f)
+        except (OSError, RuntimeError) as e:  # recorded with the run: a router that cannot take the fault
+            report = {"error": f"{type(e).__name__}: {e}"}
+        fault_log.append({"kind": f.kind, "at_s": f.at_s, **report})
+        progress(f"fault {f.kind} at {f.at_s:g}s: {report}")
+
+    background = [asyncio.create_task(poll())]
+    background += [asyncio.create_task(fault(f)) for f in args.faults]
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        for k, (rate, stage) in enumerate(zip(rates, plan, strict=True)):
+        for k, (rate, stage) in enumerate(zip(args.rates, plan, strict=True)):
             start = time.perf_counter()
-            for t, req in stage:
+            for (t, req), req_keys in zip(stage, keys[k], strict=True):
                 delay = start + t - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                s = Sample(k, time.perf_counter())
+                s = Sample(k, time.perf_counter(), prompt_tokens=req.prompt_tokens)
+                if tap is not None:
+                    s.best_cached = tap.best_cached_blocks(req_keys) * BLOCK_SIZE
                 samples.append(s)
                 tasks.append(asyncio.create_task(_one(session, next(replicas), req, s)))
-            await asyncio.sleep(max(0.0, start + stage_s - time.perf_counter()))
+            await asyncio.sleep(max(0.0, start + args.stage_seconds - time.perf_counter()))
             windows.append((start, time.perf_counter()))
-            counters.append(await asyncio.to_thread(engine_counters, engines))
+            counters.append(await asyncio.to_thread(engine_counters, engines()))
             done = sum(1 for s in samples if s.ok)
-            progress(f"stage {k + 1}/{len(rates)} at {rate:.1f} qps: {len(samples)} sent, {done} done")
-        _, pending = await asyncio.wait(tasks, timeout=drain_s) if tasks else (set(), set())
+            progress(f"stage {k + 1}/{len(args.rates)} at {rate:.1f} qps: {len(samples)} sent, {done} done")
+        _, pending = await asyncio.wait(tasks, timeout=args.drain_seconds) if tasks else (set(), set())
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-    counters.append(await asyncio.to_thread(engine_counters, engines))
-    return samples, windows, counters
+    await cancel_all(background)
+    counters.append(await asyncio.to_thread(engine_counters, engines()))
+    return Drive(samples, windows, counters, timeline, fault_log, engine_queries)
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def added_share(run: Drive, fault: dict[str, Any]) -> float | None:
+    """The added engine's share of the prompt tokens the cluster served after it joined (a fair share is
+    1 / engines): zero means the router never used it."""
+    at = fault["at_s"] + fault.get("ready_s", 0.0)
+    before = max((q for t, _, q in run.timeline if t <= at), default=0.0)
+    after = run.timeline[-1][2] - before if run.timeline else 0.0
+    return run.engine_queries.get(f"http://{fault['engine']}", 0.0) / after if after > 0 else None
+
+
+def recovery(timeline: list[tuple[float, float, float]], at_s: float, window_s: float = 5.0) -> dict[str, Any]:
+    """How the cluster's hit rate came back after a fault at `at_s`: the rate over the `2 × window_s`
+    before it, and the first time after it when the rate over the trailing `window_s` is back to 90% of
+    that (None if never within the run)."""
+
+    def rate(lo: float, hi: float) -> float | None:
+        inside = [p for p in timeline if lo <= p[0] <= hi]
+        if len(inside) < 2:
+            return None
+        dq = inside[-1][2] - inside[0][2]
+        return (inside[-1][1] - inside[0][1]) / dq if dq > 0 else None
+
+    before = rate(at_s - 2 * window_s, at_s)
+    after = rate(at_s, at_s + 4 * window_s)
+    recovered = None
+    if before:
+        for t, _, _ in timeline:
+            if t >= at_s + window_s and (r := rate(t - window_s, t)) is not None and r >= 0.9 * before:
+                recovered = t - at_s
+                break
+    return {
+        "hit_rate_before": before,
+        "hit_rate_next_20s": after,
+        "recovery_s": recovered,
+        "definition": f"first t after the fault with the {window_s:g}s trailing cluster hit rate ≥ 0.9× "
+        f"the {2 * window_s:g}s before it (t ≥ {window_s:g}s, so the window holds only post-fault traffic)",
+    }
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -490,24 +675,21 @@ def _pct(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
 
 
-def stage_stats(
-    samples: list[Sample],
-    windows: list[tuple[float, float]],
-    counters: list[list[dict[str, float]]],
-    rates: list[float],
-) -> list[dict[str, Any]]:
+def stage_stats(run: Drive, rates: list[float]) -> list[dict[str, Any]]:
     out = []
     for k, rate in enumerate(rates):
-        mine = [s for s in samples if s.stage == k]
+        mine = [s for s in run.samples if s.stage == k]
         ok = [s for s in mine if s.ok]
         ttfts = [s.ttft for s in ok if s.ttft is not None]
         itls = [(s.end - s.sent - s.ttft) / (s.tokens - 1) for s in ok if s.end and s.ttft and s.tokens > 1]
-        last = max((s.end for s in ok if s.end), default=windows[k][1])
-        before, after = counters[k], counters[k + 1]
-        hits = sum(a["hits"] - b["hits"] for a, b in zip(after, before, strict=True))
-        queries = sum(a["queries"] - b["queries"] for a, b in zip(after, before, strict=True))
-        per_pod = [a["queries"] - b["queries"] for a, b in zip(after, before, strict=True)]
+        last = max((s.end for s in ok if s.end), default=run.windows[k][1])
+        before, after = run.counters[k], run.counters[k + 1]
+        hits = sum(_delta(after, before, "hits").values())
+        per_pod = list(_delta(after, before, "queries").values())
+        queries = sum(per_pod)
         mean = statistics.fmean(per_pod) if per_pod else 0.0
+        bounded = [s for s in mine if s.best_cached is not None]
+        prompt = sum(s.prompt_tokens for s in bounded)
         out.append(
             {
                 "offered_qps": rate,
@@ -517,9 +699,10 @@ def stage_stats(
                 "ttft_p99_s": _pct(ttfts, 99),
                 "itl_p50_s": _pct(itls, 50),
                 "itl_p90_s": _pct(itls, 90),
-                "output_tok_s": sum(s.tokens for s in ok) / max(1e-9, last - windows[k][0]),
+                "output_tok_s": sum(s.tokens for s in ok) / max(1e-9, last - run.windows[k][0]),
                 "success_rate": len(ok) / len(mine) if mine else 0.0,
                 "hit_rate": hits / queries if queries else 0.0,
+                "oracle_hit_rate": sum(s.best_cached or 0 for s in bounded) / prompt if prompt else None,
                 "imbalance": max(per_pod) / mean if mean else 0.0,
             }
         )
@@ -527,52 +710,119 @@ def stage_stats(
 
 
 def run_router(
-    spec: RouterSpec, plan: Schedule, blocks: int, args: argparse.Namespace, work: Path, log: Callable[[str], None]
+    spec: RouterSpec,
+    plan: Schedule,
+    keys: list[list[list[int]]],
+    blocks: int,
+    args: argparse.Namespace,
+    work: Path,
+    log: Callable[[str], None],
 ) -> dict[str, Any]:
     fleet = Fleet(work / spec.name, [procs.free_port() for _ in range(args.engines)])
     fleet.work.mkdir(parents=True, exist_ok=True)
     relay = KvRelay(args.engines) if spec.needs_relay else None
-    launched = Launched()
+    tap = EventTap()
+    launched = Launched(launch=spec.launch)
     try:
         if spec.launch in ("gateway", "envoy-epp"):
-            _headway(spec, fleet, fleet.work, args.router_replicas, launched)
+            _headway(spec, fleet, fleet.work, args.router_replicas, tap, launched)
+            tap.start()
             start_engines(fleet, args, launched.events, blocks)
         else:
-            nowhere = [f"tcp://127.0.0.1:{procs.free_port()}"] * args.engines
             # vllm-router (0.1.17) keeps only event frames whose topic equals its static source's, which
-            # is always "" (vLLM's default topic): with headway's kv@… topic it would drop every event
+            # is always "" (vLLM's default topic): with headway's kv@… topic it would drop every event.
+            # The oracle's tap reads the relay's outputs (or, for routers that read no events, is where
+            # the engines publish).
             topic = "" if spec.needs_relay else None
-            start_engines(
-                fleet, args, [f"tcp://127.0.0.1:{i}" for i in relay.inputs] if relay else nowhere, blocks, topic
-            )
+            if relay:
+                for port, out in zip(fleet.ports, relay.outputs, strict=True):
+                    tap.dial(f"tcp://127.0.0.1:{out}", f"127.0.0.1:{port}")
+            tap.start()
+            events = [f"tcp://127.0.0.1:{i}" for i in relay.inputs] if relay else [tap.bind] * args.engines
+            start_engines(fleet, args, events, blocks, topic)
+            launched.new_engine_events = tap.bind
             _rust_router(spec, fleet, fleet.work, args.router_replicas, relay, launched)
         time.sleep(1.0)  # a metrics scrape of every engine before the first request
-        samples, windows, counters = asyncio.run(
+
+        def inject(f: Fault) -> dict[str, Any]:
+            return inject_fault(f, fleet, args, blocks, launched)
+
+        run = asyncio.run(
             drive(
                 launched.urls,
                 plan,
-                args.rates,
-                args.stage_seconds,
-                fleet.urls,
-                args.drain_seconds,
+                keys,
+                args,
+                lambda: fleet.urls,
                 lambda m: log(f"  {spec.name}: {m}"),
+                tap,
+                inject,
             )
         )
-        first, last = counters[0], counters[-1]
-        hits = sum(a["hits"] - b["hits"] for a, b in zip(last, first, strict=True))
-        queries = sum(a["queries"] - b["queries"] for a, b in zip(last, first, strict=True))
-        out = {
+        hits = sum(sum(_delta(b, a, "hits").values()) for a, b in itertools.pairwise(run.counters))
+        queries = sum(sum(_delta(b, a, "queries").values()) for a, b in itertools.pairwise(run.counters))
+        bounded = [s for s in run.samples if s.best_cached is not None]
+        prompt = sum(s.prompt_tokens for s in bounded)
+        out: dict[str, Any] = {
             "kind": spec.kind,
             "hit_rate": hits / queries if queries else 0.0,
-            "stages": stage_stats(samples, windows, counters, args.rates),
-            "sent_per_stage": [sum(1 for s in samples if s.stage == k) for k in range(len(args.rates))],
+            "oracle_hit_rate": sum(s.best_cached or 0 for s in bounded) / prompt if prompt else None,
+            "stages": stage_stats(run, args.rates),
+            "sent_per_stage": [sum(1 for s in run.samples if s.stage == k) for k in range(len(args.rates))],
         }
+        if run.faults:
+            out["faults"] = [{**f, **recovery(run.timeline, f["at_s"])} for f in run.faults]
+            for f in out["faults"]:
+                if f["kind"] == "add" and "engine" in f:
+                    f["added_engine_share"] = added_share(run, f)
+            out["hit_rate_timeline"] = [[round(t, 2), h, q] for t, h, q in run.timeline]
         if spec.needs_relay:
-            out["kv_placement_lookups"] = kv_lookups(launched.metrics)
+            # vllm-router kv_aware's lookups by result: hits show its recomputed keys match the engines'
+            # events (else its decisions fall back to load alone and its row measures nothing)
+            out["kv_placement_lookups"] = by_result(launched.metrics, "vllm_router_kv_placement_lookups_total")
+        if spec.launch == "gateway":
+            # what the replicas' index predicted cached where they sent each request, against what the
+            # engines then reported as hits (speculation and evictions in between make them differ)
+            predicted = sum_metric(launched.metrics, METRIC_GATEWAY_PREDICTED_HIT_TOKENS)
+            out["predicted_hit_tokens"] = predicted
+            out["engine_hit_tokens"] = hits
+            if spec.shared_index and args.router_replicas > 1:
+                out["shared_index_lookups"] = by_result(launched.metrics, METRIC_GATEWAY_SHARED_LOOKUPS)
         return out
     finally:
-        for pid in [*fleet.pids, *launched.pids]:
+        tap.close()
+        for pid in [*fleet.pids.values(), *launched.pids]:
             procs.stop(pid, grace_s=3)
+
+
+def inject_fault(f: Fault, fleet: Fleet, args: argparse.Namespace, blocks: int, launched: Launched) -> dict[str, Any]:
+    """Restart the first engine, or add one and tell every replica of the router about it; returns what
+    happened, with how long the engine took to answer again."""
+    t = time.perf_counter()
+    if f.kind == "restart":
+        port = fleet.ports[0]
+        procs.stop(fleet.pids[port], grace_s=1)
+        _spawn_engine(fleet, port)
+        _wait(f"http://127.0.0.1:{port}/health", fleet.pids[port], fleet.work / f"engine-{port}.log")
+        return {"engine": f"127.0.0.1:{port}", "down_s": round(time.perf_counter() - t, 2)}
+    port = procs.free_port()
+    fleet.ports.append(port)
+    start_engines(fleet, args, [launched.new_engine_events], blocks, ports=[port])
+    url = f"http://127.0.0.1:{port}"
+    if launched.endpoints_file is not None:
+        with launched.endpoints_file.open("a") as fh:
+            fh.write(f"{url}\n")
+    else:
+        for router in launched.urls:
+            # vllm-router: POST /add_worker?url=; sglang-router 0.3: POST /workers {"url"} (queued, 202)
+            if launched.launch == "sglang-router":
+                body, headers = json.dumps({"url": url}).encode(), {"Content-Type": "application/json"}
+                req = urllib.request.Request(f"{router}/workers", data=body, headers=headers, method="POST")
+            else:
+                req = urllib.request.Request(f"{router}/add_worker?url={url}", data=b"", method="POST")
+            with urllib.request.urlopen(req, timeout=30) as r:
+                r.read()
+    return {"engine": f"127.0.0.1:{port}", "ready_s": round(time.perf_counter() - t, 2)}
 
 
 def versions() -> dict[str, str]:
@@ -593,11 +843,13 @@ def versions() -> dict[str, str]:
 
 def summary_table(doc: dict[str, Any]) -> str:
     lines = [
-        f"### {doc['workload']} (oracle hit rate {doc['oracle_hit_rate']:.3f})",
+        f"### {doc['workload']} ({doc['router_replicas']} router replicas; working set "
+        f"{doc['working_set_over_capacity']:.2f}× the KV capacity; unbounded-capacity hit rate "
+        f"{doc['unbounded_hit_rate']:.3f})",
         "",
         "| router | kind | qps | TTFT p50 s | TTFT p90 s | TTFT p99 s | ITL p50 s | out tok/s | success "
-        "| hit rate | imbalance |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| hit rate | oracle hit rate | imbalance |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def f(v: float | None, digits: int = 3) -> str:
@@ -608,8 +860,23 @@ def summary_table(doc: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {r['kind']} | {st['offered_qps']:.1f} | {f(st['ttft_p50_s'])} | {f(st['ttft_p90_s'])} | "
                 f"{f(st['ttft_p99_s'])} | {f(st['itl_p50_s'])} | {st['output_tok_s']:.0f} | "
-                f"{st['success_rate']:.3f} | {st['hit_rate']:.3f} | {st['imbalance']:.2f} |"
+                f"{st['success_rate']:.3f} | {st['hit_rate']:.3f} | {f(st.get('oracle_hit_rate'))} | "
+                f"{st['imbalance']:.2f} |"
             )
+    faulted = {n: r["faults"] for n, r in doc["routers"].items() if r.get("faults")}
+    if faulted:
+        lines += [
+            "",
+            "| router | fault | at s | engine up after s | hit rate before | next 20 s | recovery s | added's share |",
+        ]
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for name, faults in faulted.items():
+            for x in faults:
+                lines.append(
+                    f"| {name} | {x['kind']} | {x['at_s']:g} | {x.get('down_s', x.get('ready_s'))} | "
+                    f"{f(x.get('hit_rate_before'))} | {f(x.get('hit_rate_next_20s'))} | {f(x.get('recovery_s'), 1)} | "
+                    f"{f(x.get('added_engine_share'))} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -656,9 +923,9 @@ def targets(doc: dict[str, Any]) -> dict[str, Any]:
             }
         )
     out["per_stage"] = per_stage
-    out["hit_rate_vs_oracle"] = ours["hit_rate"] / doc["oracle_hit_rate"] if doc["oracle_hit_rate"] else None
+    out["hit_rate_vs_oracle"] = ours["hit_rate"] / ours["oracle_hit_rate"] if ours.get("oracle_hit_rate") else None
     out["hit_rate_vs_oracle_per_stage"] = [
-        s["hit_rate"] / o if o else None for s, o in zip(ours["stages"], doc["oracle_hit_rate_per_stage"], strict=True)
+        s["hit_rate"] / s["oracle_hit_rate"] if s.get("oracle_hit_rate") else None for s in ours["stages"]
     ]
     lr = routers.get("least-request")
     if lr:
@@ -721,6 +988,11 @@ def run_workload(workload: str, args: argparse.Namespace, words: Words, work: Pa
     # The oracle sees exactly the prompts the run sends (the same schedule for every router).
     prompts = [words.ids(r.prompt) for r in _requests(plan)]
     sizing = kv_sizing(workload, prompts, plan, args)
+    # each request's block keys as the engines' events index them, for the event-based oracle (vLLM never
+    # serves a prompt's last token from cache, so only the blocks within the first len − 1 count)
+    flat = [block_keys(p, BLOCK_SIZE, root_key("tiny"))[: (len(p) - 1) // BLOCK_SIZE] for p in prompts]
+    bounds = list(itertools.accumulate((len(stage) for stage in plan), initial=0))
+    keys = [flat[a:b] for a, b in itertools.pairwise(bounds)]
     log(
         f"{workload}: {len(args.routers)} routers × {args.router_replicas} replicas × {len(args.rates)} stages of "
         f"{args.stage_seconds:g}s, {len(prompts)} requests, working set {sizing['working_set_over_capacity']:.2f}× "
@@ -729,10 +1001,11 @@ def run_workload(workload: str, args: argparse.Namespace, words: Words, work: Pa
     results = {}
     for name in args.routers:
         t0 = time.monotonic()
-        results[name] = run_router(ROUTERS[name], plan, sizing["kv_blocks_per_engine"], args, work / workload, log)
+        results[name] = run_router(
+            ROUTERS[name], plan, keys, sizing["kv_blocks_per_engine"], args, work / workload, log
+        )
         log(f"  {name}: done in {time.monotonic() - t0:.0f}s")
     pairs = oracle_hits(prompts, BLOCK_SIZE)
-    bounds = list(itertools.accumulate((len(stage) for stage in plan), initial=0))
     oracle_stages = [hit_rate(pairs[a:b]) for a, b in itertools.pairwise(bounds)]
     trace = None
     if workload in TRACES:
@@ -758,10 +1031,14 @@ def run_workload(workload: str, args: argparse.Namespace, words: Words, work: Pa
         "stage_seconds": args.stage_seconds,
         "load_generator": "asyncio open-loop client in bench/routing.py (Poisson or trace arrivals; aiperf's "
         "TTFT/ITL definitions); requests split round-robin over the router's replicas",
-        "oracle_hit_rate": hit_rate(pairs),
-        "oracle_hit_rate_per_stage": oracle_stages,
-        "oracle_definition": "perfect knowledge and unbounded KV capacity (an upper bound; under KV pressure "
-        "no router reaches it)",
+        "faults": [vars(f) for f in args.faults],
+        "unbounded_hit_rate": hit_rate(pairs),
+        "unbounded_hit_rate_per_stage": oracle_stages,
+        "unbounded_definition": "perfect knowledge and unbounded KV capacity (an upper bound; under KV "
+        "pressure no router reaches it)",
+        "oracle_definition": "per router run (its `oracle_hit_rate`, per stage too): each request credited "
+        "with the longest prefix any engine held when it was sent, from every engine's own KV events "
+        "(bench/_oracle.py): one router that knows every cache exactly, under that run's cache contents",
         "load_average_1m_at_end": os.getloadavg()[0],
         "routers": results,
     }
@@ -805,6 +1082,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drain-seconds", type=float, default=60.0, help="Wait this long for the last answers.")
     p.add_argument("--routers", default=",".join(ROUTERS), help=f"Comma-separated, of: {', '.join(ROUTERS)}.")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--fault",
+        dest="faults",
+        action="append",
+        default=[],
+        metavar="KIND@SECONDS",
+        help="Inject during every router's run, seconds after its first request: restart@S (the first engine "
+        "restarts, its cache empty) or add@S (one more engine, the router told of it). Repeatable.",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="Where the JSON, markdown and plots go.")
     p.add_argument("--keep-logs", type=Path, default=None, help="Keep engine and router logs in this directory.")
     p.add_argument("--smoke", action="store_true", help="A one-minute version: 4 engines, 3 routers, 2 short stages.")
@@ -823,6 +1109,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ValueError:
         p.error(f"--llmd-stages: expected comma-separated numbers, got {args.llmd_stages!r}")
     args.routers = [r.strip() for r in args.routers.split(",") if r.strip()]
+    try:
+        args.faults = [Fault.parse(f) for f in args.faults]
+    except ValueError as e:
+        p.error(str(e))
     unknown = [r for r in args.routers if r not in ROUTERS]
     if unknown:
         p.error(f"unknown routers {unknown}; known: {', '.join(ROUTERS)}")

@@ -33,7 +33,7 @@ from headway.gateway.endpoints import Endpoint, scrape_forever
 from headway.gateway.errors import BodyTooLarge, GatewayError, ModelNotFound
 from headway.gateway.metrics import GatewayMetrics
 from headway.gateway.openai import parse_routing_fields, prompt_texts
-from headway.gateway.pools import STRATEGY_HEADER, EndpointInfo, PoolInfo, RouteTable
+from headway.gateway.pools import STRATEGY_HEADER, EndpointInfo, PoolInfo, PoolRoute, RouteTable
 from headway.gateway.proxy import CLIENT_GONE, Proxy
 from headway.gateway.routing.blocks import BlockSizes
 from headway.gateway.routing.custom import RouterContext, parse_router_specs
@@ -51,6 +51,30 @@ if TYPE_CHECKING:
     from headway.gateway.discovery import KubernetesDiscovery
 
 log = logging.getLogger(__name__)
+
+
+def read_endpoints_file(path: Path) -> tuple[str, ...]:
+    """Engine base URLs, one per line; blank lines and `#` comments skipped. A line that is not an
+    http(s) URL fails naming the file and line."""
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        url = line.split("#", 1)[0].strip()
+        if not url:
+            continue
+        if not url.startswith(("http://", "https://")) or len(url.split("//", 1)[1]) == 0:
+            raise ValueError(f"{path}:{n}: not an engine URL: {url!r}")
+        out.append(url)
+    return tuple(out)
+
+
+def _stamp(path: Path) -> tuple[float, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size)
+
+
 SERVE_OPTIONS: dict[str, Any] = {"handler_cancellation": True, "access_log": None}
 """How the gateway's app is served: a client that hangs up cancels its handler at once, which releases
 the upstream request (aborting it in the engine) and the admission slot, even while the engine is still
@@ -70,7 +94,9 @@ class Gateway:
         self.block_sizes = BlockSizes(self.ingest.block_sizes)
         self.hub = hub
         self.mirror: RedisMirror | None = None
-        shared = RedisLookup(cfg.redis_url) if cfg.redis_url else None
+        shared = None
+        if cfg.redis_url:
+            shared = RedisLookup(cfg.redis_url, outcome=lambda r: self.metrics.shared_lookups.labels(r).inc())
         if hub is not None:
             self.index.listener = hub.sender
         elif cfg.redis_url:
@@ -98,20 +124,49 @@ class Gateway:
         self.auth = Authenticator(ApiKeys.load(Path(cfg.api_keys_file)), cfg.redis_url) if cfg.api_keys_file else None
         self.session: aiohttp.ClientSession | None = None
         self.discovery: KubernetesDiscovery | None = None
+        self._endpoints_file_seen: tuple[float, int] | None = None
         if cfg.discovery == "static":
-            assert cfg.model is not None
-            route = self.routes.apply(
-                PoolInfo(
-                    ("", cfg.model),
-                    cfg.model,
-                    Routing(strategy="kv-aware", weights=cfg.weights),
-                    cfg.tokenizer,
-                    tuple(EndpointInfo(u.rstrip("/")) for u in cfg.endpoints),
-                    strategy=cfg.strategy,
-                )
-            )
+            listed = read_endpoints_file(Path(cfg.endpoints_file)) if cfg.endpoints_file else ()
+            if cfg.endpoints_file:
+                self._endpoints_file_seen = _stamp(Path(cfg.endpoints_file))
+            route = self._apply_static(listed)
             if cfg.tokenizer and not route.tokenizer.exact:
                 raise ValueError(f"--tokenizer {cfg.tokenizer}: no tokenizer.json there")
+
+    def _apply_static(self, listed: tuple[str, ...]) -> PoolRoute:
+        """The static route over --endpoint and the endpoints file's URLs (each once, in that order)."""
+        assert self.cfg.model is not None
+        urls = dict.fromkeys(u.rstrip("/") for u in (*self.cfg.endpoints, *listed))
+        return self.routes.apply(
+            PoolInfo(
+                ("", self.cfg.model),
+                self.cfg.model,
+                Routing(strategy="kv-aware", weights=self.cfg.weights),
+                self.cfg.tokenizer,
+                tuple(EndpointInfo(u) for u in urls),
+                strategy=self.cfg.strategy,
+            )
+        )
+
+    async def follow_endpoints_file(self, path: Path, interval_s: float = 1.0) -> None:
+        """Re-read the endpoints file when it changes. A file that cannot be read or holds a bad line keeps
+        the last good list (logged), so a half-written edit never empties the route."""
+        while True:
+            await asyncio.sleep(interval_s)
+            stamp = _stamp(path)
+            if stamp == self._endpoints_file_seen:
+                continue
+            self._endpoints_file_seen = stamp
+            try:
+                listed = read_endpoints_file(path)
+            except (OSError, ValueError) as e:
+                log.warning("endpoints file: %s; keeping the current endpoints", e)
+                continue
+            if not listed and not self.cfg.endpoints:
+                log.warning("endpoints file %s lists no endpoint; keeping the current ones", path)
+                continue
+            route = self._apply_static(listed)
+            log.info("endpoints file %s: now %d endpoints", path, len(route.endpoints))
 
     def build_routers(self, routing: Routing) -> Mapping[str, Router]:
         """Every router a pool offers: the presets under its weights, the configured profiles, and the
@@ -153,6 +208,8 @@ class Gateway:
 
             self.discovery = KubernetesDiscovery(self.routes, self.cfg.namespaces)
             tasks.append(asyncio.create_task(self.discovery.run()))
+        if self.cfg.discovery == "static" and self.cfg.endpoints_file:
+            tasks.append(asyncio.create_task(self.follow_endpoints_file(Path(self.cfg.endpoints_file))))
         if self.hub is not None:
             tasks.append(asyncio.create_task(self.hub.follow(self.index, self.ingest.block_sizes)))
         elif self.cfg.kv_events_bind:

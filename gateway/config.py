@@ -53,6 +53,11 @@ class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
     endpoints: tuple[str, ...] = Field(
         (), description="static discovery: engine base URLs, e.g. http://127.0.0.1:8001."
     )
+    endpoints_file: str | None = Field(
+        None,
+        description="static discovery: a file of engine base URLs, one per line (# comments), re-read when it "
+        "changes, joined to --endpoint: engines added or removed without a restart.",
+    )
     tokenizer: str | None = Field(None, description="Directory with the model's tokenizer.json.")
     strategy: str = Field("kv-aware", description="A preset, a --profiles name, or a --router name.")
     routers: tuple[str, ...] = Field((), description="Custom routers: NAME=module:factory or NAME=file.py:factory.")
@@ -101,8 +106,8 @@ class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
     def _static_needs_model_and_endpoints(self) -> GatewayConfig:
         if self.mode == "epp" and self.workers > 1:
             raise ValueError("--workers applies to proxy mode; run more Endpoint Picker replicas instead")
-        if self.discovery == "static" and (not self.model or not self.endpoints):
-            raise ValueError("static discovery needs --model and at least one --endpoint")
+        if self.discovery == "static" and (not self.model or not (self.endpoints or self.endpoints_file)):
+            raise ValueError("static discovery needs --model and at least one --endpoint or an --endpoints-file")
         taken = set(PRESETS) & set(self.profiles)
         if taken:
             raise ValueError(f"profiles: {', '.join(sorted(taken))} is a preset's name")

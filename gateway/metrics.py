@@ -16,6 +16,7 @@ from headway.api.labels import (
     METRIC_GATEWAY_RETRIES,
     METRIC_GATEWAY_ROUTING_DURATION,
     METRIC_GATEWAY_SERVED,
+    METRIC_GATEWAY_SHARED_LOOKUPS,
 )
 
 
@@ -51,6 +52,13 @@ class GatewayMetrics:
             METRIC_GATEWAY_PICKS,
             "Routing decisions by strategy and whether a prefix matched.",
             ("strategy", "prefix_hit"),
+            registry=registry,
+        )
+        self.shared_lookups = Counter(
+            METRIC_GATEWAY_SHARED_LOOKUPS,
+            "Lookups in the Redis-shared KV index by result (ok, timeout, down): a timeout or down routes on "
+            "local state alone.",
+            ("result",),
             registry=registry,
         )
         self.predicted_hit_tokens = Counter(

@@ -22,7 +22,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -156,8 +156,12 @@ _ADD = """
 local p, pod, idle = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local members = {}
 for i = 4, #ARGV, 2 do
-  local k = p .. ':k:' .. ARGV[i]
-  redis.call('HSET', k, pod, ARGV[i + 1])
+  local k, v = p .. ':k:' .. ARGV[i], ARGV[i + 1]
+  -- an engine-reported entry (0) is never shortened by a speculative one: another replica that routed
+  -- this prefix does not know the engine already holds it
+  if v == '0' or redis.call('HGET', k, pod) ~= '0' then
+    redis.call('HSET', k, pod, v)
+  end
   redis.call('EXPIRE', k, idle)
   members[#members + 1] = ARGV[i]
 end
@@ -185,15 +189,28 @@ redis.call('DEL', set)
 class RedisLookup:
     """Reads the shared index: the longest cached prefix per pod, in one pipelined round trip."""
 
-    def __init__(self, url: str, *, prefix: str = "hw", timeout_s: float = 0.25, retry_after_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "hw",
+        timeout_s: float = 0.25,
+        retry_after_s: float = 1.0,
+        outcome: Callable[[str], None] | None = None,
+    ) -> None:
         self.redis = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self.prefix, self.retry_after_s = prefix, retry_after_s
         self._down_until = 0.0
+        self.outcome = outcome or (lambda result: None)
+        """Told each lookup's result: ok, timeout or down (the gateway counts them)."""
 
     async def longest_prefix(self, keys: Sequence[int], pods: Iterable[str]) -> dict[str, int] | None:
         """None when Redis does not answer in time (the caller routes on local state)."""
         pods = list(pods)
-        if not keys or time.monotonic() < self._down_until:
+        if not keys:
+            return None
+        if time.monotonic() < self._down_until:
+            self.outcome("down")
             return None
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -201,10 +218,13 @@ class RedisLookup:
                     pipe.hgetall(f"{self.prefix}:k:{k}")
                 rows = await pipe.execute()
         except (RedisTimeout, TimeoutError):
+            self.outcome("timeout")
             return None  # slow this once: route on local state, but ask again next time
         except (RedisError, OSError):
             self._down_until = time.monotonic() + self.retry_after_s  # down: stop asking for a while
+            self.outcome("down")
             return None
+        self.outcome("ok")
         now = time.time()
         live, matched = set(pods), dict.fromkeys(pods, 0)
         for i, row in enumerate(rows):

@@ -17,6 +17,7 @@ import pytest
 import redis
 from tokenizers import Tokenizer
 
+from headway.api.labels import METRIC_GATEWAY_SHARED_LOOKUPS
 from headway.devenv import procs
 from headway.devenv.services import RedisServer
 from headway.devenv.tinymodel import tiny_model_dir
@@ -24,7 +25,7 @@ from headway.gateway.auth import hash_key
 from headway.kvcache.keys import block_keys, root_key
 from headway.kvcache.redis_index import RedisLookup
 from tests.conftest import eventually
-from tests.e2e.fleet import start_engines, start_gateway, wait_http
+from tests.e2e.fleet import metric_value, start_engines, start_gateway, wait_http
 
 
 @dataclass
@@ -102,6 +103,7 @@ def _shared_prefix_lands_on_one_pod(r: Replicas, tag: str) -> None:
 
 def test_two_replicas_send_a_prefix_to_the_same_pod(replicas: Replicas) -> None:
     _shared_prefix_lands_on_one_pod(replicas, "first")
+    assert metric_value(replicas.b, METRIC_GATEWAY_SHARED_LOOKUPS, result="ok") >= 3
 
 
 def test_redis_killed_mid_load_fails_no_request_and_sharing_resumes(replicas: Replicas) -> None:
@@ -130,6 +132,7 @@ def test_redis_killed_mid_load_fails_no_request_and_sharing_resumes(replicas: Re
 
     statuses = asyncio.run(scenario())
     assert statuses == [200] * len(statuses)
+    assert metric_value(replicas.b, METRIC_GATEWAY_SHARED_LOOKUPS, result="down") > 0  # counted, not hidden
     replicas.redis.start()  # same port, empty: the indexer writes its state again
     # A replica that found Redis down stops asking for RedisLookup's retry interval; let that pass.
     time.sleep(RedisLookup(replicas.redis.url).retry_after_s + 0.2)

@@ -76,6 +76,39 @@ def test_speculative_entries_expire_and_engine_blocks_do_not(redis_server: Redis
     asyncio.run(run())
 
 
+def test_a_replicas_speculation_never_shortens_what_the_engine_reported(redis_server: RedisServer) -> None:
+    """The indexer mirrors an engine's blocks; another gateway replica, which never saw them, routes that
+    prefix to the same engine and writes its speculative entries: once they would expire, the engine's
+    blocks must still read as held (an overwrite made every routed prefix vanish after the TTL)."""
+
+    async def run() -> None:
+        indexer, indexer_mirror = _mirrored(redis_server.url, "t4")
+        replica, replica_mirror = _mirrored(redis_server.url, "t4")
+        lookup = RedisLookup(redis_server.url, prefix="t4")
+        tokens = list(range(3 * BS))
+        keys = block_keys(tokens, BS, root_key("m"))
+        indexer.store(PODS[0], "m", [1, 2, 3], None, tokens, BS)
+        await indexer_mirror.flush()
+        replica.speculate(PODS[0], keys, ttl_s=0.2)
+        replica.speculate(PODS[1], keys[:1], ttl_s=0.2)
+        await replica_mirror.flush()
+        assert await lookup.longest_prefix(keys, PODS) == {PODS[0]: 3, PODS[1]: 1, PODS[2]: 0}
+        await asyncio.sleep(0.5)
+        assert await lookup.longest_prefix(keys, PODS) == {PODS[0]: 3, PODS[1]: 0, PODS[2]: 0}
+        # and a later engine report still turns a speculative entry into a held one
+        replica.speculate(PODS[2], keys, ttl_s=0.2)
+        await replica_mirror.flush()
+        indexer.store(PODS[2], "m", [7, 8, 9], None, tokens, BS)
+        await indexer_mirror.flush()
+        await asyncio.sleep(0.5)
+        assert (await lookup.longest_prefix(keys, PODS))[PODS[2]] == 3
+        for m in (indexer_mirror, replica_mirror):
+            await m.redis.aclose()
+        await lookup.close()
+
+    asyncio.run(run())
+
+
 def test_a_batch_larger_than_one_script_call_is_written_whole_and_keys_expire_when_idle(
     redis_server: RedisServer,
 ) -> None:
