@@ -399,22 +399,12 @@ def _rust_router(
         out.metrics.append(f"http://127.0.0.1:{metrics_port}/metrics")
 
 
-def sum_metric(metrics_urls: list[str], name: str) -> float:
-    """One counter summed over label sets and processes."""
-    total = 0.0
-    for url in metrics_urls:
-        for line in (_get(url, timeout=10) or "").splitlines():
-            if line.startswith((f"{name} ", f"{name}{{")):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def by_result(metrics_urls: list[str], name: str) -> dict[str, float]:
-    """A counter's samples summed per `result` label over the replicas."""
+    """A counter's samples summed per `result` label over the replicas ("all" for samples without one)."""
     out: dict[str, float] = {}
     for url in metrics_urls:
         for line in (_get(url, timeout=10) or "").splitlines():
-            if line.startswith(f"{name}{{"):
+            if line.startswith((f"{name}{{", f"{name} ")):
                 result = line.split('result="', 1)[1].split('"', 1)[0] if 'result="' in line else "all"
                 out[result] = out.get(result, 0.0) + float(line.rsplit(" ", 1)[1])
     return out
@@ -783,8 +773,7 @@ def run_router(
         if spec.launch == "gateway":
             # what the replicas' index predicted cached where they sent each request, against what the
             # engines then reported as hits (speculation and evictions in between make them differ)
-            predicted = sum_metric(launched.metrics, METRIC_GATEWAY_PREDICTED_HIT_TOKENS)
-            out["predicted_hit_tokens"] = predicted
+            out["predicted_hit_tokens"] = sum(by_result(launched.metrics, METRIC_GATEWAY_PREDICTED_HIT_TOKENS).values())
             out["engine_hit_tokens"] = hits
             if spec.shared_index and args.router_replicas > 1:
                 out["shared_index_lookups"] = by_result(launched.metrics, METRIC_GATEWAY_SHARED_LOOKUPS)

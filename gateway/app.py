@@ -96,7 +96,8 @@ class Gateway:
         self.mirror: RedisMirror | None = None
         shared = None
         if cfg.redis_url:
-            shared = RedisLookup(cfg.redis_url, outcome=lambda r: self.metrics.shared_lookups.labels(r).inc())
+            counted = {r: self.metrics.shared_lookups.labels(r) for r in ("ok", "timeout", "down")}
+            shared = RedisLookup(cfg.redis_url, outcome=lambda r: counted[r].inc())  # per lookup: children bound once
         if hub is not None:
             self.index.listener = hub.sender
         elif cfg.redis_url:
