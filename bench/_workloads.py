@@ -16,7 +16,7 @@ stays ~73% of the cluster's KV capacity and the prompt : output : capacity ratio
   Apache-2.0; Qin et al., FAST'25; read in place from ../shared/traces/), replayed row by row: each
   `hash_id` is a 512-token block of text seeded by the id alone (equal ids, equal text, as the trace
   means), a prompt concatenates its row's blocks cut to `input_length`; every token count is divided by
-  `TRACE_SCALE` (32, so a trace block is one 16-token KV block) and each request carries the trace's gap
+  `trace_scale` (32 for 16-token KV blocks, so a trace block is one KV block) and each request carries the trace's gap
   since the previous row, which the load generator replays time-scaled (the trace's burstiness kept, its
   mean rate mapped to each stage's rate).
 """
@@ -44,6 +44,12 @@ WORKLOADS = ("shared-prefix", "multi-turn", "no-sharing", *TRACES)
 TRACE_DIR = REPO_ROOT.parent / "shared" / "traces"
 TRACE_BLOCK_TOKENS = 512
 TRACE_SCALE = 32
+"""The trace workloads' token divisor for 16-token KV blocks (see trace_scale)."""
+
+
+def trace_scale(block_size: int) -> int:
+    """The divisor of the trace's token counts that makes one 512-token trace block one KV block."""
+    return TRACE_BLOCK_TOKENS // block_size
 
 
 @dataclass(frozen=True)
@@ -116,8 +122,8 @@ def kv_blocks_per_pod(scale: int, block_size: int) -> int:
     return LLMD_POD_KV_TOKENS // scale // block_size
 
 
-def _trace_requests(name: str, words: Words) -> Iterator[Request]:
-    block = TRACE_BLOCK_TOKENS // TRACE_SCALE
+def _trace_requests(name: str, words: Words, scale: int) -> Iterator[Request]:
+    block = TRACE_BLOCK_TOKENS // scale
     blocks: dict[int, list[str]] = {}
     previous = None
     while True:  # the trace again from its start once it runs out
@@ -128,19 +134,20 @@ def _trace_requests(name: str, words: Words) -> Iterator[Request]:
                     block_rng = random.Random(h)
                     blocks[h] = [block_rng.choice(words.words) for _ in range(block)]
                 ids.extend(blocks[h])
-            n = min(len(ids), max(1, row.input_length // TRACE_SCALE))
+            n = min(len(ids), max(1, row.input_length // scale))
             gap = 0.0 if previous is None else max(0.0, row.at_s - previous)
             previous = row.at_s
             prompt = "".join(" " + w for w in ids[:n])
-            yield Request(prompt, max(1, row.output_length // TRACE_SCALE), n + words.special, gap)
+            yield Request(prompt, max(1, row.output_length // scale), n + words.special, gap)
         previous = None
 
 
-def requests(name: str, words: Words, *, scale: int, seed: int) -> Iterator[Request]:
-    """An endless, seeded stream of the workload's requests (the load generator takes what it needs)."""
+def requests(name: str, words: Words, *, scale: int, seed: int, trace_scale: int = TRACE_SCALE) -> Iterator[Request]:
+    """An endless, seeded stream of the workload's requests (the load generator takes what it needs); the
+    trace workloads divide their token counts by `trace_scale`, the others by `scale`."""
     rng = random.Random(seed)
     if name in TRACES:
-        yield from _trace_requests(name, words)
+        yield from _trace_requests(name, words, trace_scale)
     elif name == "shared-prefix":
         system, question, out = _scaled(6000, scale), _scaled(1200, scale), _scaled(1000, scale)
         groups = [words.text(rng, system) for _ in range(150)]

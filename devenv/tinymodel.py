@@ -69,7 +69,25 @@ def build_tokenizer() -> Tokenizer:
     return tok
 
 
-def _config(vocab_size: int) -> dict[str, object]:
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": {},
+    # the same architecture and tokenizer with enough compute that a real vLLM CPU engine (one thread)
+    # prefills at roughly a fraction of a millisecond per token, as the routing benchmark's real-engine run
+    # needs (a tiny model's prefill is nearly free, so where a prompt is cached would not matter)
+    "small": {
+        "hidden_size": 512,
+        "intermediate_size": 1408,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 64,
+        "max_position_embeddings": 8192,
+    },
+}
+"""Model shapes by name: the tiny one everywhere, larger ones where a real engine's compute must matter."""
+
+
+def _config(vocab_size: int, size: str = "tiny") -> dict[str, object]:
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -89,15 +107,17 @@ def _config(vocab_size: int) -> dict[str, object]:
         "eos_token_id": SPECIAL_TOKENS.index("<|eot|>"),
         "pad_token_id": SPECIAL_TOKENS.index("<|pad|>"),
         "torch_dtype": "bfloat16",
+        **SIZES[size],
     }
 
 
-def write_tiny_model(out: Path) -> Path:
-    """Write config.json, tokenizer.json, tokenizer_config.json and generation_config.json into `out`."""
+def write_tiny_model(out: Path, size: str = "tiny") -> Path:
+    """Write config.json, tokenizer.json, tokenizer_config.json and generation_config.json into `out` (the
+    model shape `size` of SIZES, the same tokenizer for all)."""
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer()
     tok.save(str(out / "tokenizer.json"))
-    (out / "config.json").write_text(json.dumps(_config(tok.get_vocab_size()), indent=2))
+    (out / "config.json").write_text(json.dumps(_config(tok.get_vocab_size(), size), indent=2))
     (out / "tokenizer_config.json").write_text(
         json.dumps(
             {
@@ -128,9 +148,11 @@ def write_tiny_model(out: Path) -> Path:
     return out
 
 
-def tiny_model_dir() -> Path:
-    """The tiny model in the per-machine cache, written on first use."""
-    d = cache_dir() / "models" / MODEL_NAME
-    if not (d / "config.json").exists():
-        write_tiny_model(d)
+def tiny_model_dir(size: str = "tiny") -> Path:
+    """The tiny model (or the shape `size` of SIZES) in the per-machine cache, written on first use or when
+    its shape changed."""
+    d = cache_dir() / "models" / (MODEL_NAME if size == "tiny" else f"{MODEL_NAME}-{size}")
+    config = d / "config.json"
+    if not config.exists() or any(json.loads(config.read_text()).get(k) != v for k, v in SIZES[size].items()):
+        write_tiny_model(d, size)
     return d

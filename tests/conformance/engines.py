@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 import urllib.error
@@ -22,15 +21,13 @@ from typing import Any
 import zmq
 
 from headway.devenv import procs
-from headway.devenv.engines import kv_events_config
-from headway.devenv.paths import REPO_ROOT
+from headway.devenv.engines import VLLM_CPU_ENV, VLLM_PYTHON, kv_events_config, sim_argv, vllm_argv
 from headway.kvcache.events import EventBatch, decode_batch, decode_seq
 
 SERVED = "tiny"
 BLOCK_SIZE = 128
 NUM_BLOCKS = 40
 MAX_MODEL_LEN = 2048
-VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
 HASH_SEED = "7"
 
 
@@ -101,14 +98,6 @@ def start_engine(kind: str, model_dir: Path, workdir: Path, timeout_s: float = 4
     sub = Subscriber(f"tcp://127.0.0.1:{ev_port}").start()
     kv = kv_events_config(f"tcp://127.0.0.1:{ev_port}", port, model=SERVED, replay_endpoint=replay)
     args = [
-        "--model",
-        str(model_dir),
-        "--served-model-name",
-        SERVED,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
         "--max-model-len",
         str(MAX_MODEL_LEN),
         "--enable-prefix-caching",
@@ -123,10 +112,11 @@ def start_engine(kind: str, model_dir: Path, workdir: Path, timeout_s: float = 4
     env = {**os.environ, "PYTHONHASHSEED": HASH_SEED}
     if kind == "vllm":
         assert VLLM_PYTHON.exists(), "real vLLM is not installed: run `make vllm`"
-        argv = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", *args, "--load-format", "dummy"]
-        env.update(VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+        argv = vllm_argv(port, *args, model_dir=model_dir, served=SERVED)
+        env.update(VLLM_CPU_ENV)
     else:
-        argv = [sys.executable, "-m", "headway", "sim", *args, "--block-size", str(BLOCK_SIZE)]
+        extra = ("--host", "127.0.0.1", *args, "--block-size", str(BLOCK_SIZE))
+        argv = sim_argv(port, *extra, model_dir=model_dir, served=SERVED)
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"{kind}.log"
     proc = procs.spawn(argv, log, env=env, cwd=workdir)

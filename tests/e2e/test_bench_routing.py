@@ -96,6 +96,30 @@ def test_smoke_run_under_production_conditions_replicas_share_the_index_under_kv
     assert rr < kv <= doc["unbounded_hit_rate"] + 1e-9, (rr, kv, doc["unbounded_hit_rate"])
 
 
+def test_smoke_run_on_real_vllm_engines_reads_their_events_through_the_shared_index(tmp_path: Path) -> None:
+    """Two real vLLM CPU engines (32-token blocks, the model shape that makes prefill cost), headway's two
+    replicas sharing the index through Redis: every request answered, the engines' own events reach the
+    replicas (their predicted hits are real), and the oracle reads the same events."""
+    run = bench(
+        "--engine", "vllm-cpu", "--engines", "2", "--router-replicas", "2", "--workload", "multi-turn",
+        "--routers", "headway-kv-aware", "--rates", "2", "--stage-seconds", "6", "--drain-seconds", "60",
+        "--out", str(tmp_path),
+        timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    (path,) = tmp_path.glob("routing-multi-turn-*.json")
+    doc = json.loads(path.read_text())
+    assert doc["engine"] == "vllm-cpu" and doc["block_size"] == 32 and doc["time_scale"] == 1.0
+    assert doc["model"]["name"] == "small" and doc["versions"]["vllm"]
+    r = doc["routers"]["headway-kv-aware"]
+    (stage,) = r["stages"]
+    assert stage["offered_qps"] == 2.0 and stage["sent"] >= 5
+    assert stage["success_rate"] == 1.0, stage
+    # every multi-turn prompt opens with one shared system prompt: after the first, engines hit it
+    assert r["hit_rate"] > 0 and r["oracle_hit_rate"] > 0, r
+    assert r["predicted_hit_tokens"] > 0 and r["shared_index_lookups"].get("ok", 0) > 0, r
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -106,6 +130,9 @@ def test_smoke_run_under_production_conditions_replicas_share_the_index_under_kv
         pytest.param(("--kv-pressure", "-1"), "--kv-pressure", id="negative-pressure"),
         pytest.param(("--fault", "reboot@3"), "--fault", id="unknown-fault"),
         pytest.param(("--fault", "restart@soon"), "--fault", id="bad-fault-time"),
+        pytest.param(("--rates", "fast"), "--rates", id="bad-rates"),
+        pytest.param(("--rates", "2,0"), "--rates", id="zero-rate"),
+        pytest.param(("--engine", "tpu"), "--engine", id="unknown-engine"),
         pytest.param(("--routers", "sglang-router-cache-aware"), None, id="anchor-not-installed"),
     ],
 )

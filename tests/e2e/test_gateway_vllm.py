@@ -12,13 +12,9 @@ from pathlib import Path
 import pytest
 
 from headway.devenv import procs
-from headway.devenv.engines import kv_events_config
-from headway.devenv.paths import REPO_ROOT
-from headway.devenv.tinymodel import tiny_model_dir
+from headway.devenv.engines import VLLM_CPU_ENV, VLLM_PYTHON, kv_events_config, vllm_argv
 from tests.conftest import eventually
 from tests.e2e.fleet import metric_value, start_gateway, wait_http
-
-VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
 
 
 @pytest.fixture
@@ -27,30 +23,11 @@ def vllm_pair(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     ports = [procs.free_port(), procs.free_port()]
     events = f"tcp://127.0.0.1:{procs.free_port()}"
     gateway, gw = start_gateway(tmp_path, ports, "--kv-events-bind", events, "--speculative-ttl-s", "0")
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **VLLM_CPU_ENV}
     pids = []
     for port in ports:
         kv = kv_events_config(events, port)
-        argv = [
-            str(VLLM_PYTHON),
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(tiny_model_dir()),
-            "--served-model-name",
-            "tiny",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--load-format",
-            "dummy",
-            "--max-model-len",
-            "2048",
-            "--enable-prefix-caching",
-            "--kv-events-config",
-            kv,
-        ]
+        argv = vllm_argv(port, "--max-model-len", "2048", "--enable-prefix-caching", "--kv-events-config", kv)
         pids.append(procs.spawn(argv, tmp_path / f"vllm-{port}.log", env=env, cwd=tmp_path).pid)
     engines = [f"http://127.0.0.1:{p}" for p in ports]
     try:

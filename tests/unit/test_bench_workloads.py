@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 
 from bench import _workloads
-from bench._workloads import TRACE_BLOCK_TOKENS, TRACE_SCALE, Words, distinct_blocks, requests, trace_rows
-from bench.routing import kv_sizing, schedule
+from bench._workloads import Words, distinct_blocks, requests, trace_rows, trace_scale
+from bench.routing import BLOCK_SIZES, kv_sizing, schedule
 from headway.devenv.tinymodel import tiny_model_dir
-
-BLOCK = TRACE_BLOCK_TOKENS // TRACE_SCALE
 
 
 @pytest.fixture(scope="module")
@@ -23,28 +21,32 @@ def words() -> Words:
     return Words(tiny_model_dir())
 
 
+@pytest.mark.parametrize("block", sorted(set(BLOCK_SIZES.values())))
 def test_a_trace_row_becomes_a_prompt_of_its_scaled_length_sharing_text_where_hash_ids_are_equal(
-    words: Words,
+    words: Words, block: int
 ) -> None:
+    """For each engine's KV block size: one trace block is one KV block."""
     rows = trace_rows("mooncake-conversation")[:40]
-    reqs = list(itertools.islice(requests("mooncake-conversation", words, scale=20, seed=1), len(rows)))
+    scale = trace_scale(block)
+    stream = requests("mooncake-conversation", words, scale=20, seed=1, trace_scale=scale)
+    reqs = list(itertools.islice(stream, len(rows)))
     ids = [words.ids(r.prompt) for r in reqs]
     for row, req, tokens in zip(rows, reqs, ids, strict=True):
         assert req.prompt_tokens == len(tokens)  # exact, as the oracle and the engines count
-        assert req.prompt_tokens - words.special == min(row.input_length // TRACE_SCALE, len(row.hash_ids) * BLOCK)
-        assert req.output_tokens == max(1, row.output_length // TRACE_SCALE)
+        assert req.prompt_tokens - words.special == min(row.input_length // scale, len(row.hash_ids) * block)
+        assert req.output_tokens == max(1, row.output_length // scale)
     special = words.special
     for (ra, ta), (rb, tb) in itertools.combinations(zip(rows, ids, strict=True), 2):
         common = next(
             (i for i, (x, y) in enumerate(zip(ra.hash_ids, rb.hash_ids, strict=False)) if x != y),
             min(len(ra.hash_ids), len(rb.hash_ids)),
         )
-        n = min(common * BLOCK, len(ta) - special, len(tb) - special)
+        n = min(common * block, len(ta) - special, len(tb) - special)
         assert ta[: special + n] == tb[: special + n]  # equal ids: equal text
-        if common < min(len(ra.hash_ids), len(rb.hash_ids)) and min(len(ta), len(tb)) > special + (common + 1) * BLOCK:
+        if common < min(len(ra.hash_ids), len(rb.hash_ids)) and min(len(ta), len(tb)) > special + (common + 1) * block:
             assert (
-                ta[special + common * BLOCK : special + (common + 1) * BLOCK]
-                != tb[special + common * BLOCK : special + (common + 1) * BLOCK]
+                ta[special + common * block : special + (common + 1) * block]
+                != tb[special + common * block : special + (common + 1) * block]
             )
     gaps = [r.gap_s for r in reqs]
     assert gaps[0] == 0.0
@@ -79,7 +81,7 @@ def test_kv_pressure_sizes_the_engines_so_the_working_set_is_that_many_times_the
     stream = requests("mooncake-conversation", words, scale=20, seed=1)
     plan = schedule(stream, [20.0], 10.0, seed=1, trace_rate=_workloads.trace_mean_rate("mooncake-conversation"))
     prompts = [words.ids(r.prompt) for s in plan for _, r in s]
-    args = argparse.Namespace(kv_pressure=None, engines=4, scale=20)
+    args = argparse.Namespace(kv_pressure=None, engines=4, scale=20, block_size=16)
     sized = kv_sizing("mooncake-conversation", prompts, plan, args)
     assert sized["kv_pressure_requested"] == 2.0  # the trace workloads' default
     assert sized["working_set_blocks"] == len(distinct_blocks(prompts, 16))
