@@ -109,9 +109,11 @@ def test_streaming_completion_frames_chunks_usage_and_done(engine: EngineUnderTe
     assert usage_chunk["choices"] == []
     assert usage_chunk["usage"]["completion_tokens"] == 4
     content = chunks[:-1]
-    assert len(content) == 4
+    # one frame per token, except that vLLM V1 merges the deltas a slow reader has not taken yet into one
+    # frame (its RequestOutputCollector): the simulator never does, real vLLM may under load
+    assert len(content) == 4 if engine.kind == "sim" else 1 <= len(content) <= 4
     assert all(c["object"] == "text_completion" and c["id"] == content[0]["id"] for c in content)
-    assert [c["choices"][0]["finish_reason"] for c in content] == [None, None, None, "length"]
+    assert [c["choices"][0]["finish_reason"] for c in content] == [None] * (len(content) - 1) + ["length"]
 
 
 def test_chat_applies_the_chat_template(engine: EngineUnderTest) -> None:
