@@ -70,6 +70,11 @@ METRIC_GATEWAY_REQUEST_SHAPE = "headway_gateway_request_shapes_total"
 METRIC_GATEWAY_SERVED = "headway_gateway_served_by_total"
 METRIC_GATEWAY_SHARED_LOOKUPS = "headway_gateway_shared_index_lookups_total"
 """Lookups in the Redis-shared index by result: ok, timeout (routed on local state this once), down."""
+METRIC_MODEL_ROUTE_DECISIONS = "headway_model_route_decisions_total"
+METRIC_MODEL_ROUTE_REJECTIONS = "headway_model_route_rejections_total"
+METRIC_MODEL_ROUTE_DURATION = "headway_model_route_decision_duration_seconds"
+METRIC_MODEL_ROUTE_FEEDBACK = "headway_model_route_feedback_total"
+METRIC_MODEL_ROUTE_REWARD = "headway_model_route_mean_reward"
 """Completed requests by model and (input, output) token bucket; see headway.api.shape."""
 
 # Metric names of the autoscaler.

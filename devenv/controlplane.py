@@ -15,12 +15,14 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import utils as k8s_utils
 
+from headway.api.crd import KINDS
+from headway.api.labels import GROUP
 from headway.devenv import procs
 from headway.devenv.cluster import LocalCluster
 from headway.devenv.kubeconfig import read_server_and_ca, write_kubeconfig
 from headway.devenv.paths import REPO_ROOT
 
-CRD = REPO_ROOT / "deploy" / "crds" / "inference.headway.dev_modelpools.yaml"
+CRD_DIR = REPO_ROOT / "deploy" / "crds"
 RBAC_DIR = REPO_ROOT / "deploy" / "rbac"
 
 
@@ -42,17 +44,21 @@ def install_crd_and_rbac(cluster: LocalCluster) -> None:
     except k8s.ApiException as e:
         if e.status != 409:
             raise
-    apply_yaml(api, CRD)
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        apply_yaml(api, path)
     for path in sorted(RBAC_DIR.glob("*.yaml")):
         apply_yaml(api, path)
     ext = k8s.ApiextensionsV1Api(api)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        crd = ext.read_custom_resource_definition("modelpools.inference.headway.dev")
+    waiting = [f"{plural}.{GROUP}" for plural in KINDS]
+    while waiting and time.monotonic() < deadline:
+        crd = ext.read_custom_resource_definition(waiting[0])
         if any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or []):
-            return
-        time.sleep(0.2)
-    raise AssertionError("ModelPool CRD not Established")
+            waiting.pop(0)
+        else:
+            time.sleep(0.2)
+    if waiting:
+        raise AssertionError(f"CRD {waiting[0]} not Established")
 
 
 def service_account_kubeconfig(cluster: LocalCluster, path: Path, account: str = "headway-operator") -> Path:
@@ -124,9 +130,10 @@ def pool_manifest(
     source: str,
     engine_args: list[str] | None = None,
     autoscaling: dict[str, Any] | None = None,
+    model: str = "tiny",
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "model": {"name": "tiny", "source": source, "maxModelLen": 2048, "engineArgs": engine_args or []},
+        "model": {"name": model, "source": source, "maxModelLen": 2048, "engineArgs": engine_args or []},
         "variants": variants,
     }
     if autoscaling:

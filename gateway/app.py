@@ -14,11 +14,14 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -30,9 +33,18 @@ from headway.gateway.config import GatewayConfig
 from headway.gateway.context import RequestContext
 from headway.gateway.dispatch import Dispatch
 from headway.gateway.endpoints import Endpoint, scrape_forever
-from headway.gateway.errors import BodyTooLarge, GatewayError, ModelNotFound
+from headway.gateway.errors import BodyTooLarge, GatewayError, InvalidRequest, ModelNotFound, NoReadyEndpoint
 from headway.gateway.metrics import GatewayMetrics
-from headway.gateway.openai import parse_routing_fields, prompt_texts
+from headway.gateway.modelrouting.router import PoolState
+from headway.gateway.modelrouting.table import ModelRouteEntry, ModelRouteTable, RouteRejected
+from headway.gateway.openai import (
+    ChatFields,
+    CompletionFields,
+    field_of,
+    last_user_text,
+    parse_routing_fields,
+    prompt_texts,
+)
 from headway.gateway.pools import STRATEGY_HEADER, EndpointInfo, PoolInfo, PoolRoute, RouteTable
 from headway.gateway.proxy import CLIENT_GONE, Proxy
 from headway.gateway.routing.blocks import BlockSizes
@@ -73,6 +85,34 @@ def _stamp(path: Path) -> tuple[float, int] | None:
     except OSError:
         return None
     return (st.st_mtime, st.st_size)
+
+
+class Feedback(msgspec.Struct, frozen=True):
+    id: str
+    reward: float
+
+
+_FEEDBACK = msgspec.json.Decoder(Feedback)
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """A model route's choice, as the request path needs it."""
+
+    entry: ModelRouteEntry
+    route: PoolRoute
+    requested: str
+    fields: CompletionFields | ChatFields
+    """The routing fields with the chosen pool's served model."""
+    headers: dict[str, str]
+    tokens: list[int] | None
+    """The prompt's tokens when they were counted with the chosen pool's tokenizer."""
+
+    def body(self, original: bytes) -> bytes:
+        """The request with `model` set to the chosen pool's served model (engines refuse other names)."""
+        data = msgspec.json.decode(original)
+        data["model"] = self.fields.model
+        return msgspec.json.encode(data)
 
 
 SERVE_OPTIONS: dict[str, Any] = {"handler_cancellation": True, "access_log": None}
@@ -116,6 +156,7 @@ class Gateway:
         )
         self.custom_routers = parse_router_specs(cfg.routers, (*PRESETS, *cfg.profiles))
         self.routes = RouteTable(self.build_routers, on_endpoint_gone=lambda e: self.ingest.forget_pod(e.id))
+        self.model_routes = ModelRouteTable()
         self.admission = Admission(cfg.max_in_flight, cfg.hold_s, self.metrics)
         self.tokens = PromptTokens(stale_after_s=cfg.stale_after_s, tokenize_s=cfg.timeouts.tokenize_s)
         self.dispatch = Dispatch(
@@ -190,6 +231,7 @@ class Gateway:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/feedback", self.feedback)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics_endpoint)
         app.cleanup_ctx.append(self._background)
@@ -207,7 +249,7 @@ class Gateway:
         if self.cfg.discovery == "kubernetes":
             from headway.gateway.discovery import KubernetesDiscovery
 
-            self.discovery = KubernetesDiscovery(self.routes, self.cfg.namespaces)
+            self.discovery = KubernetesDiscovery(self.routes, self.cfg.namespaces, model_routes=self.model_routes)
             tasks.append(asyncio.create_task(self.discovery.run()))
         if self.cfg.discovery == "static" and self.cfg.endpoints_file:
             tasks.append(asyncio.create_task(self.follow_endpoints_file(Path(self.cfg.endpoints_file))))
@@ -232,7 +274,8 @@ class Gateway:
 
     # ----- small routes
     async def models(self, _request: web.Request) -> web.Response:
-        data = [{"id": m, "object": "model", "owned_by": "headway"} for m in sorted(self.routes.routes)]
+        names = {*self.routes.routes, *self.model_routes.by_model}
+        data = [{"id": m, "object": "model", "owned_by": "headway"} for m in sorted(names)]
         return web.json_response({"object": "list", "data": data})
 
     async def healthz(self, _request: web.Request) -> web.Response:
@@ -290,14 +333,101 @@ class Gateway:
         its tokens, with its key charged for them. GatewayError for what the client must fix."""
         fields = parse_routing_fields(body, chat=chat)
         route = self.routes.get(fields.model)
+        routed: Routed | None = None
         if route is None:
-            raise ModelNotFound(f"The model `{fields.model}` does not exist.", "model")
+            entry = self.model_routes.get(fields.model)
+            if entry is None:
+                raise ModelNotFound(f"The model `{fields.model}` does not exist.", "model")
+            routed = await self.route_model(entry, fields)
+            route, body, fields = routed.route, routed.body(body), routed.fields
         name, router = route.router_for(headers.get(STRATEGY_HEADER))
         ctx = RequestContext(request, body, fields, route, name, router, started)
-        ctx.routing = RoutingRequest(fields.model, await self.tokens.of(route, fields), *prompt_texts(fields))
+        tokens = routed.tokens if routed is not None and routed.tokens is not None else None
+        ctx.routing = RoutingRequest(
+            fields.model, tokens if tokens is not None else await self.tokens.of(route, fields), *prompt_texts(fields)
+        )
+        if routed is not None:
+            ctx.model_route, ctx.requested_model = routed.entry.name, routed.requested
+            ctx.response_headers = routed.headers
         if key is not None and self.auth is not None:
             await self.auth.charge(key, len(ctx.routing.tokens) + (fields.max_tokens or 16))
         return ctx
+
+    async def route_model(self, entry: ModelRouteEntry, fields: CompletionFields | ChatFields) -> Routed:
+        """Choose the pool for a request sent to a ModelRoute's virtual model: the route's decision over
+        what this gateway knows of each candidate pool now. RouteRejected when a guard or rule refuses it."""
+        began = time.perf_counter()
+        ns = entry.key[0]
+        compiled = entry.compiled
+        pools = {p: self.routes.by_key((ns, p)) for p in entry.spec.pools()}
+        text, _ = prompt_texts(fields)
+        # the length signal in the default pool's tokens (exact: its tokenizer, or one of its engines)
+        measure = pools.get(entry.spec.default_pool) or next((r for r in pools.values() if r is not None), None)
+        tokens = await self.tokens.of(measure, fields) if measure is not None else None
+        count = len(tokens) if tokens is not None else max(1, len(text.encode()) // 4)
+        now = time.monotonic()
+        states = {}
+        for p, r in pools.items():
+            if r is None:
+                states[p] = PoolState(ready=False)
+                continue
+            ready = any(e.routable(now, self.cfg.stale_after_s) for e in r.endpoints)
+            prices = [e.cost_per_hour_usd for e in r.endpoints if e.cost_per_hour_usd is not None]
+            states[p] = PoolState(
+                ready=ready,
+                cost_per_1k_tokens=sum(prices) / len(prices) if prices else None,
+                predicted_ttft_s=r.prefill.predict(r.endpoints, count, now, self.cfg.stale_after_s),
+                slo_ttft_s=r.slo_ttft_s,
+            )
+        choice = compiled.decide(text, count, states, classify_text=last_user_text(fields))
+        m = self.metrics
+        m.model_route_duration.labels(entry.name).observe(time.perf_counter() - began)
+        if choice.pool is None:
+            by = "guard" if choice.reason == "guard" else "rule"
+            m.model_route_rejections.labels(entry.name, by, choice.rule or "").inc()
+            param = "messages" if isinstance(fields, ChatFields) else "prompt"
+            raise RouteRejected(choice.message or "rejected by the model route", param)
+        rollout = "acted" if choice.acted else entry.spec.rollout.mode
+        m.model_route_decisions.labels(entry.name, choice.pool, choice.rule or "", choice.reason, rollout).inc()
+        target = pools.get(choice.pool)
+        if target is None:
+            raise NoReadyEndpoint(f"ModelRoute {entry.name} chose ModelPool {choice.pool}, which serves nothing yet")
+        request_id = uuid.uuid4().hex
+        if choice.acted and choice.context is not None and entry.spec.learning.enabled:
+            self.model_routes.remember(request_id, entry, choice.pool, choice.context)
+        headers = {
+            "x-headway-request-id": request_id,
+            "x-headway-model-route": entry.name,
+            "x-headway-pool": choice.pool,
+            "x-headway-served-model": target.model,
+            "x-headway-route-rule": choice.rule or "",
+            "x-headway-route-reason": choice.reason if choice.acted else f"{choice.reason};{entry.spec.rollout.mode}",
+            "x-headway-route-decided": choice.decided or "reject",
+            "x-headway-route-signals": choice.signals.header(),
+            "x-headway-route-scores": ";".join(f"{p}={s:.4f}" for p, s in choice.scores.items()),
+        }
+        same = tokens is not None and target is measure
+        served = msgspec.structs.replace(fields, model=target.model)
+        return Routed(entry, target, fields.model, served, headers, tokens if same else None)
+
+    async def feedback(self, request: web.Request) -> web.Response:
+        """POST /v1/feedback {"id": <x-headway-request-id>, "reward": 0–1}: how good the answer was, for
+        the route's bandit. Authenticated like completions when the gateway has API keys."""
+        if self.auth is not None:
+            self.auth.authenticate(request.headers.get("Authorization"))
+        body = await self._read_body(request)
+        try:
+            fb = _FEEDBACK.decode(body)
+        except msgspec.ValidationError as e:
+            raise InvalidRequest(f"invalid feedback: {e}", field_of(str(e))) from None
+        except (msgspec.DecodeError, UnicodeDecodeError) as e:
+            raise InvalidRequest(f"feedback body is not valid JSON: {e}", "body") from None
+        entry, pool = self.model_routes.feedback(fb.id, fb.reward)
+        arm = entry.compiled.arms.get(pool)
+        self.metrics.model_route_feedback.labels(entry.name, pool).inc()
+        if arm is not None and arm.updates:
+            self.metrics.model_route_reward.labels(entry.name, pool).set(arm.reward_sum / arm.updates)
+        return web.json_response({"id": fb.id, "route": entry.name, "pool": pool, "reward": fb.reward})
 
     async def _read_body(self, request: web.Request) -> bytes:
         if request.content_length is not None and request.content_length > self.cfg.max_body_bytes:

@@ -40,6 +40,12 @@ class RequestContext:
     """perf_counter() when the first decision was made."""
     held: bool = False
     """The request waited for a ready endpoint."""
+    model_route: str | None = None
+    """The ModelRoute (namespace/name) that chose this request's pool, when it was sent to a virtual model."""
+    requested_model: str | None = None
+    """The virtual model name the client sent (fields.model is then the chosen pool's served model)."""
+    response_headers: dict[str, str] | None = None
+    """Headers added to the answer (a model route's explanation)."""
     outcome: int | None = None
     """The status to count when it differs from the one sent: 499 the client left, 502 the answer was
     cut after its headers went out."""

@@ -23,6 +23,8 @@ from pydantic import ValidationError
 from headway.api import POOL_LABEL, VARIANT_LABEL
 from headway.api.labels import GROUP
 from headway.api.modelpool import PLURAL, VERSION, ModelPoolSpec
+from headway.api.modelroute import PLURAL as ROUTE_PLURAL
+from headway.api.modelroute import ModelRoute
 from headway.gateway.pools import EndpointInfo, PoolInfo, PoolKey
 
 log = logging.getLogger(__name__)
@@ -59,9 +61,17 @@ class PoolSink(Protocol):
     def remove(self, key: PoolKey) -> None: ...
 
 
+class RouteSink(Protocol):
+    def apply(self, route: ModelRoute) -> object: ...
+
+    def remove(self, key: tuple[str, str]) -> None: ...
+
+
 class KubernetesDiscovery:
-    def __init__(self, sink: PoolSink, namespaces: tuple[str, ...]) -> None:
+    def __init__(self, sink: PoolSink, namespaces: tuple[str, ...], *, model_routes: RouteSink | None = None) -> None:
+        """`model_routes`: also watch ModelRoutes (where the cluster serves the CRD) and hand them here."""
         self.sink = sink
+        self.model_routes = model_routes
         self.namespaces = namespaces or (None,)
         self.pools: dict[PoolKey, ModelPoolSpec] = {}
         self.pods: dict[PoolKey, dict[str, tuple[str, str | None]]] = {}  # pool → pod uid → (url, variant)
@@ -78,10 +88,11 @@ class KubernetesDiscovery:
             loop.call_soon_threadsafe(fn, *args)
 
         threads = []
-        self._unsynced = 2 * len(self.namespaces)
+        kinds = ("pools", "pods", "routes") if self.model_routes is not None else ("pools", "pods")
+        self._unsynced = len(kinds) * len(self.namespaces)
         for ns in self.namespaces:
-            threads.append(threading.Thread(target=self._watch, args=(api, ns, "pools", deliver), daemon=True))
-            threads.append(threading.Thread(target=self._watch, args=(api, ns, "pods", deliver), daemon=True))
+            for kind in kinds:
+                threads.append(threading.Thread(target=self._watch, args=(api, ns, kind, deliver), daemon=True))
         for t in threads:
             t.start()
         try:
@@ -91,11 +102,12 @@ class KubernetesDiscovery:
 
     def _watch(self, api: k8s.ApiClient, ns: str | None, kind: str, deliver: Callable[..., None]) -> None:
         custom, core = k8s.CustomObjectsApi(api), k8s.CoreV1Api(api)
-        if kind == "pools":
+        if kind in ("pools", "routes"):
+            plural = PLURAL if kind == "pools" else ROUTE_PLURAL
             fn: Any = custom.list_namespaced_custom_object if ns else custom.list_cluster_custom_object
-            args: tuple[Any, ...] = (GROUP, VERSION, ns, PLURAL) if ns else (GROUP, VERSION, PLURAL)
+            args: tuple[Any, ...] = (GROUP, VERSION, ns, plural) if ns else (GROUP, VERSION, plural)
             kwargs: dict[str, Any] = {}
-            handler = self.on_pool
+            handler = self.on_pool if kind == "pools" else self.on_route
         else:
             fn = core.list_namespaced_pod if ns else core.list_pod_for_all_namespaces
             args = (ns,) if ns else ()
@@ -123,6 +135,15 @@ class KubernetesDiscovery:
                     deliver(handler, ev["type"], body)
                     if self._stop.is_set():
                         w.stop()
+            except k8s.ApiException as e:
+                if e.status == 404 and kind == "routes":  # the cluster does not serve ModelRoutes (yet)
+                    if not listed:
+                        listed = True
+                        deliver(self._listed)
+                    self._stop.wait(30.0)
+                    continue
+                log.debug("%s watch restarting: %s", kind, e)
+                self._stop.wait(1.0)
             except Exception as e:  # restart the watch from a fresh list on any error (410 Gone, network)
                 log.debug("%s watch restarting: %s", kind, e)
                 self._stop.wait(1.0)
@@ -147,6 +168,20 @@ class KubernetesDiscovery:
         self.pools[key] = spec
         self._publish(key)
 
+    def on_route(self, kind: str, body: dict[str, Any]) -> None:
+        assert self.model_routes is not None
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if kind == "DELETED":
+            self.model_routes.remove(key)
+            return
+        try:
+            route = ModelRoute.from_body(body)
+        except ValidationError as e:
+            log.warning("ignoring ModelRoute %s/%s: %s", *key, str(e).splitlines()[0])
+            self.model_routes.remove(key)
+            return
+        self.model_routes.apply(route)
+
     def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
         labels = meta.get("labels") or {}
@@ -169,7 +204,14 @@ class KubernetesDiscovery:
             EndpointInfo(url, variant, prices.get(variant) if variant and prices.get(variant) else None)
             for url, variant in self.pods.get(key, {}).values()
         )
-        return PoolInfo(key, spec.model.name, spec.routing, spec.model.tokenizer or spec.model.source, endpoints)
+        return PoolInfo(
+            key,
+            spec.model.name,
+            spec.routing,
+            spec.model.tokenizer or spec.model.source,
+            endpoints,
+            slo_ttft_s=spec.slo.ttft_seconds,
+        )
 
     def _publish(self, key: PoolKey) -> None:
         info = self.describe(key)

@@ -43,6 +43,9 @@ class Sent:
     ep: Endpoint
     backlog: int
     gauge: Gauge
+    queued: int = 0
+    """Uncached prompt tokens queued on the endpoint when this request was sent, its own included."""
+    answered: bool = False
     ended: bool = False
 
     def first_byte(self) -> None:
@@ -53,6 +56,9 @@ class Sent:
             self.ep.prefill_backlog -= self.backlog
             self.backlog = 0
         d, ctx = self.dispatch, self.ctx
+        if not self.answered and not self.ended:
+            self.answered = True
+            ctx.route.prefill.observe(time.perf_counter() - ctx.started_s, self.queued)
         if d.cfg.speculative_ttl_s and ctx.router.speculative and ctx.routing is not None:
             d.index.speculate(self.ep.id, ctx.routing.keys(d.block_sizes.of(self.ep)), d.cfg.speculative_ttl_s)
 
@@ -121,4 +127,4 @@ class Dispatch:
         ep.prefill_backlog += backlog
         gauge = self.metrics.in_flight.labels(ctx.model)
         gauge.inc()
-        return Sent(self, ctx, ep, backlog, gauge)
+        return Sent(self, ctx, ep, backlog, gauge, queued=ep.prefill_backlog)

@@ -17,6 +17,11 @@ from headway.api.labels import (
     METRIC_GATEWAY_ROUTING_DURATION,
     METRIC_GATEWAY_SERVED,
     METRIC_GATEWAY_SHARED_LOOKUPS,
+    METRIC_MODEL_ROUTE_DECISIONS,
+    METRIC_MODEL_ROUTE_DURATION,
+    METRIC_MODEL_ROUTE_FEEDBACK,
+    METRIC_MODEL_ROUTE_REJECTIONS,
+    METRIC_MODEL_ROUTE_REWARD,
 )
 
 
@@ -95,4 +100,37 @@ class GatewayMetrics:
             "choice; fallback: another; unreported: the data plane did not say).",
             ("outcome",),
             registry=registry,
+        )
+        self.model_route_decisions = Counter(
+            METRIC_MODEL_ROUTE_DECISIONS,
+            "Model-route decisions by route, pool sent to, rule (empty: none matched), reason (rule, default, "
+            "guard, overflow) and rollout (acted; shadow or canary-skipped: sent to the default pool).",
+            ("route", "pool", "rule", "reason", "rollout"),
+            registry=registry,
+        )
+        self.model_route_rejections = Counter(
+            METRIC_MODEL_ROUTE_REJECTIONS,
+            "Requests a model route refused, by route, what refused it (guard, rule) and the rule.",
+            ("route", "by", "rule"),
+            registry=registry,
+        )
+        self.model_route_duration = Histogram(
+            METRIC_MODEL_ROUTE_DURATION,
+            "Time to choose a pool (signals, classifier, rules, objective).",
+            ("route",),
+            buckets=(5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.05),
+            registry=registry,
+        )
+        self.model_route_feedback = Counter(
+            METRIC_MODEL_ROUTE_FEEDBACK,
+            "Feedback rewards received, by route and the pool that served the request.",
+            ("route", "pool"),
+            registry=registry,
+        )
+        self.model_route_reward = Gauge(
+            METRIC_MODEL_ROUTE_REWARD,
+            "Mean feedback reward of each route's pools since the route was loaded.",
+            ("route", "pool"),
+            registry=registry,
+            multiprocess_mode="liveall",
         )

@@ -38,7 +38,7 @@ def parse_routing_fields(body: bytes, *, chat: bool) -> CompletionFields | ChatF
     try:
         return _CHAT.decode(body) if chat else _COMPLETION.decode(body)
     except msgspec.ValidationError as e:
-        raise InvalidRequest(f"invalid request: {e}", _field_of(str(e))) from None
+        raise InvalidRequest(f"invalid request: {e}", field_of(str(e))) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise InvalidRequest(f"request body is not valid JSON: {e}", "body") from None
 
@@ -55,13 +55,20 @@ def prompt_texts(fields: CompletionFields | ChatFields) -> tuple[str, str]:
     return (prompt, prompt) if isinstance(prompt, str) else ("", "")
 
 
+def last_user_text(fields: CompletionFields | ChatFields) -> str:
+    """What a model route classifies: the latest user message of a chat, a completion's prompt text."""
+    if isinstance(fields, ChatFields):
+        return next((_text_of(m.content) for m in reversed(fields.messages) if m.role == "user"), "")
+    return prompt_texts(fields)[0]
+
+
 def _text_of(content: str | list[dict[str, Any]] | None) -> str:
     if isinstance(content, list):
         return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
     return content or ""
 
 
-def _field_of(message: str) -> str | None:
+def field_of(message: str) -> str | None:
     """The top-level field msgspec's message names: `… - at `$.model`` or `missing required field `model``."""
     if "at `$." in message:
         path = message.rsplit("at `$.", 1)[1].rstrip("`")

@@ -42,6 +42,31 @@ class PoolInfo:
     endpoints: tuple[EndpointInfo, ...]
     strategy: str | None = None
     """A router name that overrides routing.strategy (a --profiles or --router name; static discovery)."""
+    slo_ttft_s: float | None = None
+
+
+@dataclass
+class PrefillRate:
+    """Seconds to first token per prompt token queued ahead on the endpoint (the request's own included),
+    learned from this gateway's own answers: how model routing predicts a pool's TTFT from its load."""
+
+    seconds_per_token: float | None = None
+    observed: int = 0
+    smoothing: float = 0.2
+
+    def observe(self, ttft_s: float, queued_tokens: int) -> None:
+        rate = ttft_s / max(1, queued_tokens)
+        s = self.seconds_per_token
+        self.seconds_per_token = rate if s is None else s + self.smoothing * (rate - s)
+        self.observed += 1
+
+    def predict(self, endpoints: list[Endpoint], tokens: int, now: float, stale_after_s: float) -> float | None:
+        """The TTFT of a `tokens`-token prompt on the least backlogged routable endpoint; None before any
+        observation or without a routable endpoint."""
+        if self.seconds_per_token is None:
+            return None
+        backlogs = [e.prefill_backlog for e in endpoints if e.routable(now, stale_after_s)]
+        return (min(backlogs) + tokens) * self.seconds_per_token if backlogs else None
 
 
 @dataclass
@@ -55,6 +80,8 @@ class PoolRoute:
     tokenizer_source: str | None
     routing: Routing
     endpoints: list[Endpoint] = field(default_factory=list)
+    slo_ttft_s: float | None = None
+    prefill: PrefillRate = field(default_factory=PrefillRate)
 
     def router_for(self, requested: str | None) -> tuple[str, Router]:
         name = requested or self.strategy
@@ -89,6 +116,11 @@ class RouteTable:
     def get(self, model: str) -> PoolRoute | None:
         return self.routes.get(model)
 
+    def by_key(self, key: PoolKey) -> PoolRoute | None:
+        model = self._models.get(key)
+        route = self.routes.get(model) if model is not None else None
+        return route if route is not None and route.key == key else None
+
     def endpoints(self) -> list[Endpoint]:
         return [e for r in list(self.routes.values()) for e in r.endpoints]
 
@@ -118,6 +150,7 @@ class RouteTable:
         if strategy not in route.routers:
             raise ValueError(f"unknown routing strategy {strategy!r}; known: {', '.join(route.routers)}")
         self._sync_endpoints(route, info.endpoints)
+        route.slo_ttft_s = info.slo_ttft_s
         self.routes[info.model] = route
         self._models[info.key] = info.model
         return route

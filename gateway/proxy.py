@@ -32,6 +32,7 @@ from headway.gateway.dispatch import Dispatch
 from headway.gateway.endpoints import Endpoint
 from headway.gateway.errors import UpstreamFailed
 from headway.gateway.metrics import GatewayMetrics
+from headway.gateway.modelrouting.rewrite import ModelNameRewriter
 from headway.gateway.openai import GeneratedTokens
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,9 @@ class Proxy:
                     resp = web.StreamResponse(status=upstream.status, headers=_passthrough(upstream.headers))
                     if request.headers.get(DEBUG_HEADER):
                         resp.headers.update(debug_headers(ctx, ep))
+                    if ctx.response_headers:
+                        resp.headers.update(ctx.response_headers)
+                    rename = ModelNameRewriter(ctx.fields.model, ctx.requested_model) if ctx.requested_model else None
                     try:
                         await resp.prepare(request)
                     except ConnectionError as e:
@@ -114,12 +118,17 @@ class Proxy:
                     generated = GeneratedTokens(stream=ctx.stream, chat=ctx.chat)
                     while chunk:
                         try:
-                            await resp.write(chunk)
+                            await resp.write(rename.feed(chunk) if rename else chunk)
                         except ConnectionError as e:
                             raise ClientGone(str(e)) from None
                         generated.feed(chunk)
                         deadline.reschedule(min(loop.time() + t.idle_s, end))
                         chunk = await upstream.content.readany()
+                    if rename is not None and (rest := rename.flush()):
+                        try:
+                            await resp.write(rest)
+                        except ConnectionError as e:
+                            raise ClientGone(str(e)) from None
             except ClientGone:
                 ctx.outcome = CLIENT_GONE
                 assert resp is not None

@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
 
 from headway.api import ENGINE_LABEL, GPU_PRODUCT_LABEL, GPU_RESOURCE
+from headway.devenv import procs
+from headway.devenv.cluster import LocalCluster
+from headway.devenv.controlplane import service_account_kubeconfig
+
+
+@contextlib.contextmanager
+def discovering_gateway(cluster: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[str]:
+    """headway's gateway as its own process and ServiceAccount, discovering the namespace's pools and
+    routes; its base URL. Its log is tmp_path/gateway.log."""
+    port = procs.free_port()
+    kubeconfig = service_account_kubeconfig(cluster, tmp_path / "gateway.kubeconfig", "headway-gateway")
+    argv = [sys.executable, "-m", "headway", "gateway", "--discovery", "kubernetes", "--namespace", namespace]
+    pid = procs.spawn(
+        [*argv, "--port", str(port)],
+        tmp_path / "gateway.log",
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        cwd=tmp_path,
+    ).pid
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        procs.stop(pid)
 
 
 def deployment(

@@ -27,7 +27,7 @@ from headway.devenv.controlplane import OperatorProcess, pool_manifest, service_
 from headway.devenv.services import PrometheusServer
 from headway.devenv.tinymodel import tiny_model_dir
 from tests.conftest import eventually
-from tests.e2e.kube import namespace_report
+from tests.e2e.kube import discovering_gateway, namespace_report
 
 # Every test runs beside the session operator and runner (its pools need both).
 pytestmark = pytest.mark.usefixtures("operator", "runner")
@@ -128,17 +128,8 @@ def why(
 
 @pytest.fixture
 def gateway(crd: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[str]:
-    port = procs.free_port()
-    kubeconfig = service_account_kubeconfig(crd, tmp_path / "gateway.kubeconfig", "headway-gateway")
-    argv = [sys.executable, "-m", "headway", "gateway", "--discovery", "kubernetes", "--namespace", namespace]
-    pid = procs.spawn(
-        [*argv, "--port", str(port)],
-        tmp_path / "gateway.log",
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        cwd=tmp_path,
-    ).pid
-    yield f"http://127.0.0.1:{port}"
-    procs.stop(pid)
+    with discovering_gateway(crd, namespace, tmp_path) as url:
+        yield url
 
 
 class Load:

@@ -102,9 +102,10 @@ def test_packaged_chart_carries_the_crd_from_its_single_source(tmp_path: Path) -
     (tgz,) = tmp_path.glob("headway-*.tgz")
     with tarfile.open(tgz) as tar:
         names = tar.getnames()
-        member = tar.extractfile("headway/crds/inference.headway.dev_modelpools.yaml")
-        assert member is not None, names
-        assert member.read() == CRD_SOURCE.read_bytes()
+        for source in sorted(CRD_SOURCE.parent.glob("*.yaml")):
+            member = tar.extractfile(f"headway/crds/{source.name}")
+            assert member is not None, names
+            assert member.read() == source.read_bytes()
         dashboards = sorted(n for n in names if n.startswith("headway/files/dashboards/"))
         rules = tar.extractfile("headway/files/prometheus/rules.yaml")
         assert rules is not None and rules.read() == (REPO_ROOT / "deploy/prometheus/rules.yaml").read_bytes()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -16,38 +14,19 @@ import aiohttp
 import pytest
 from kubernetes import client as k8s
 
-from headway.devenv import procs
 from headway.devenv.cluster import LocalCluster
-from headway.devenv.controlplane import OperatorProcess, pool_manifest, service_account_kubeconfig
+from headway.devenv.controlplane import OperatorProcess, pool_manifest
 from headway.devenv.tinymodel import tiny_model_dir
 from tests.conftest import eventually
+from tests.e2e.kube import discovering_gateway
 
 GROUP, VERSION, PLURAL = "inference.headway.dev", "v1alpha1", "modelpools"
 
 
 @pytest.fixture
 def gateway(crd: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[str]:
-    port = procs.free_port()
-    kubeconfig = service_account_kubeconfig(crd, tmp_path / "gateway.kubeconfig", "headway-gateway")
-    pid = procs.spawn(
-        [
-            sys.executable,
-            "-m",
-            "headway",
-            "gateway",
-            "--discovery",
-            "kubernetes",
-            "--namespace",
-            namespace,
-            "--port",
-            str(port),
-        ],
-        tmp_path / "gateway.log",
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        cwd=tmp_path,
-    ).pid
-    yield f"http://127.0.0.1:{port}"
-    procs.stop(pid)
+    with discovering_gateway(crd, namespace, tmp_path) as url:
+        yield url
     assert "Traceback" not in (tmp_path / "gateway.log").read_text()
 
 

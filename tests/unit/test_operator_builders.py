@@ -49,7 +49,9 @@ def pool(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = Non
 
 def test_the_committed_crd_is_the_generated_one() -> None:
     committed = (REPO_ROOT / "deploy" / "crds" / "inference.headway.dev_modelpools.yaml").read_text()
-    assert committed == render(), "run: python -m headway.api.crd > deploy/crds/inference.headway.dev_modelpools.yaml"
+    assert committed == render(), (
+        "run: python -m headway.api.crd modelpools > deploy/crds/inference.headway.dev_modelpools.yaml"
+    )
 
 
 def test_builders_are_deterministic() -> None:
