@@ -42,6 +42,7 @@ from headway.gateway.auth import ApiKey
 from headway.gateway.context import RequestContext
 from headway.gateway.dispatch import Sent
 from headway.gateway.errors import BodyTooLarge, GatewayError, InvalidRequest, NoReadyEndpoint
+from headway.gateway.modelrouting.rewrite import ModelNameRewriter
 from headway.gateway.openai import GeneratedTokens
 from headway.gateway.proxy import CLIENT_GONE, DEBUG_HEADER, debug_headers
 from headway.gateway.routing.types import Decision
@@ -73,6 +74,7 @@ class _Stream:
         self.generated: GeneratedTokens | None = None
         self.picked = False
         self.key: ApiKey | None = None
+        self.rename: ModelNameRewriter | None = None
 
     # ----- request
     async def on(self, msg: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
@@ -122,8 +124,11 @@ class _Stream:
         path = self.headers.get(":path", "").split("?", 1)[0]
         if path not in _CHAT_PATHS + _COMPLETION_PATHS:
             raise InvalidRequest(f"the endpoint picker routes completions and chat completions, not {path}", "path")
-        body = bytes(self.body)
-        ctx = self.ctx = await self.gw.context(body, self.headers, self.started, chat=path in _CHAT_PATHS, key=self.key)
+        original = bytes(self.body)
+        ctx = self.ctx = await self.gw.context(
+            original, self.headers, self.started, chat=path in _CHAT_PATHS, key=self.key
+        )
+        body = ctx.body  # a model route's choice names the chosen pool's served model in it
         subset = extproc.subset_hint(msg)
         if subset is not None:
             ctx.candidates = [e for e in ctx.route.endpoints if extproc.allowed(e.id, subset)]
@@ -137,8 +142,12 @@ class _Stream:
         extra = {}
         if self.headers.get(DEBUG_HEADER):
             extra = {f"{k}-picked": v for k, v in debug_headers(ctx, ranked[0]).items()}
+        if body != original:
+            extra["content-length"] = str(len(body))
+        if ctx.requested_model:
+            self.rename = ModelNameRewriter(ctx.fields.model, ctx.requested_model)
         if not self.duplex:
-            return [extproc.picked_body(destinations, extra)]
+            return [extproc.picked_body(destinations, extra, body=body if body != original else None)]
         return [
             extproc.picked_headers(destinations, extra),
             *extproc.streamed_body(body, response=False, end_of_stream=body_ends),
@@ -153,16 +162,18 @@ class _Stream:
             self.status = 0
         self.code = self.status
         served = extproc.served(msg) or headers.get(extproc.SERVED_KEY)
-        extra = {}
+        extra = dict(self.ctx.response_headers or {}) if self.ctx is not None else {}
         if self.ctx is not None and self.sent is not None and self.headers.get(DEBUG_HEADER):
-            extra = debug_headers(self.ctx, self.sent.ep)  # the choice, before a fallback moves the request
+            extra.update(debug_headers(self.ctx, self.sent.ep))  # the choice, before a fallback moves the request
             if served:
                 extra["x-headway-served"] = served
         if self.sent is not None:
             self.epp.record_served(self.sent, served)
             if msg.response_headers.end_of_stream:
                 self.sent.end(status=self.status)
-        return [extproc.continue_headers(response=True, extra=extra)]
+        # a renamed answer's length changes: it goes on without Content-Length
+        remove = ("content-length",) if self.rename is not None and self.duplex_response else ()
+        return [extproc.continue_headers(response=True, extra=extra, remove=remove)]
 
     def _response_body(self, msg: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         chunk, eos = bytes(msg.response_body.body), msg.response_body.end_of_stream
@@ -176,6 +187,8 @@ class _Stream:
                 self.sent.end(status=self.status, generated=self.generated.total())
         if not self.duplex_response:
             return [pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse()))]
+        if self.rename is not None:  # the answer names the model the client asked for
+            chunk = self.rename.feed(chunk) + (self.rename.flush() if eos else b"")
         return list(extproc.streamed_body(chunk, response=True, end_of_stream=eos))
 
     # ----- ends

@@ -68,9 +68,10 @@ def served(request: pb.ProcessingRequest) -> str | None:
     return ns.fields[SERVED_KEY].string_value or None
 
 
-def _mutation(headers: Mapping[str, str]) -> pb.HeaderMutation:
+def _mutation(headers: Mapping[str, str], remove: tuple[str, ...] = ()) -> pb.HeaderMutation:
     return pb.HeaderMutation(
-        set_headers=[HeaderValueOption(header=HeaderValue(key=k, raw_value=v.encode())) for k, v in headers.items()]
+        set_headers=[HeaderValueOption(header=HeaderValue(key=k, raw_value=v.encode())) for k, v in headers.items()],
+        remove_headers=list(remove),
     )
 
 
@@ -94,16 +95,24 @@ def picked_headers(destinations: str, extra: Mapping[str, str] = {}) -> pb.Proce
     )
 
 
-def picked_body(destinations: str, extra: Mapping[str, str] = {}) -> pb.ProcessingResponse:
-    """Answer to a buffered request body: the same header and metadata; the body goes on unchanged."""
+def picked_body(
+    destinations: str, extra: Mapping[str, str] = {}, *, body: bytes | None = None
+) -> pb.ProcessingResponse:
+    """Answer to a buffered request body: the same header and metadata; the body goes on unchanged, or
+    replaced by `body`."""
+    common = _pick(destinations, extra)
+    if body is not None:
+        common.body_mutation.CopyFrom(pb.BodyMutation(body=body))
     return pb.ProcessingResponse(
-        request_body=pb.BodyResponse(response=_pick(destinations, extra)),
+        request_body=pb.BodyResponse(response=common),
         dynamic_metadata=_destination_metadata(destinations),
     )
 
 
-def continue_headers(*, response: bool = False, extra: Mapping[str, str] = {}) -> pb.ProcessingResponse:
-    common = pb.CommonResponse(header_mutation=_mutation(extra)) if extra else pb.CommonResponse()
+def continue_headers(
+    *, response: bool = False, extra: Mapping[str, str] = {}, remove: tuple[str, ...] = ()
+) -> pb.ProcessingResponse:
+    common = pb.CommonResponse(header_mutation=_mutation(extra, remove)) if extra or remove else pb.CommonResponse()
     if response:
         return pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=common))
     return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common))
