@@ -273,3 +273,11 @@ def test_linucb_starts_at_its_prior_and_keeps_an_exact_inverse() -> None:
         a += np.outer(v, v)
     np.testing.assert_allclose(arm.a_inv, np.linalg.inv(a), rtol=1e-9, atol=1e-12)
     assert arm.bound(x) < 0.5 * np.sqrt(x @ x / 4.0)  # less uncertain after feedback
+
+
+def test_the_sample_route_is_valid_and_routes_as_its_comments_say() -> None:
+    body = yaml.safe_load((REPO_ROOT / "deploy" / "samples" / "modelroute.yaml").read_text())
+    r = CompiledRoute(ModelRouteSpec.model_validate(body["spec"]), rng=random.Random(1))
+    assert r.decide("please fix\n```python\ndef f(): pass\n```", 30, {}).pool == "code"
+    assert r.decide("my api_key: 123, what should I cook for dinner", 12, {}).rejected
+    assert r.decide("solve the equation 2x + 3 = 9 for x", 12, {}).rule == "maths"
