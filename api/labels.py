@@ -45,6 +45,7 @@ METRIC_OPERATOR_STATUS_UPDATES = "headway_operator_status_updates_total"
 METRIC_OPERATOR_POOLS = "headway_operator_pools"
 METRIC_OPERATOR_DESIRED_REPLICAS = "headway_operator_desired_replicas"
 METRIC_OPERATOR_READY_REPLICAS = "headway_operator_ready_replicas"
+METRIC_OPERATOR_ADMISSION_REVIEWS = "headway_operator_admission_reviews_total"
 
 # Metric names of the KV-cache index.
 METRIC_KVCACHE_EVENTS = "headway_kvcache_events_total"

@@ -3,7 +3,7 @@ routers' decisions, and the time one decision takes.
 
     headway bench model-routing [--dataset PATH] [--weak COLUMN] [--strong COLUMN]
         [--test random-half:SEED | SUBJECT,...] [--train rest | SUBJECT,...]
-        [--examples-per-class 40] [--prices WEAK,STRONG] [--smoke] [--out DIR]
+        [--examples-per-class 40] [--prices WEAK,STRONG] [--online-seconds 60] [--smoke] [--out DIR]
 
 The data: CSVs of prompts with one True/False correctness column per model (default: RouteLLM's MMLU
 responses in ../shared/datasets/routellm-mmlu, Mixtral-8x7B-Instruct and GPT-4-1106, Apache-2.0); a
@@ -23,6 +23,10 @@ Routers, each fitted on the training subjects and scored on the test ones:
   scores; GreenServ's LinUCB with its reward swept over λ; random mixing (the straight line between the
   two models, APGR 0.5); each model alone; the oracle (strong only where it alone is right).
 
+Online (`--online-seconds`, 0 skips it): bench/_model_routing_online.py — a load ramp to twice the
+strong pool's capacity through headway's gateway to two simulated pools, quality per request from the
+labels of the model that answered, TTFT from the engines; headway's SLO-aware route against static splits.
+
 Reported per router: its curve of (share of strong calls, accuracy), APGR (RouteLLM's average
 performance gap recovered over 10 shares, random 0.5), AIQ (RouterBench's area under the non-decreasing
 hull), the strong-call share needed to recover 50% and 80% of the gap, and cost per 1k prompts at the
@@ -39,6 +43,7 @@ import json
 import random
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from bench._machine import RESULTS, write_result
+from bench._model_routing_online import STATIC_SHARES, run_online
 from bench._routing_quality import LabelledPrompt, accuracy, aiq, apgr, load_labels, oracle_curve, pgr
 from bench.model_routing_anchors.greenserv import GreenServ
 from bench.model_routing_anchors.semantic_router import SemanticRouterStatic
@@ -330,6 +336,19 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, 
             for name, r in routers.items()
             if any(x == 0.5 for x, _ in r["curve"])
         },
+        "online": run_online(
+            Path(tempfile.mkdtemp(prefix="model-routing-online-")),
+            train,
+            test,
+            weak,
+            strong,
+            args.prices,
+            seconds=args.online_seconds,
+            shares=(0.5,) if args.smoke else STATIC_SHARES,
+            progress=progress,
+        )
+        if args.online_seconds > 0
+        else None,
         "targets": {
             "apgr_held_out": {"target": 0.6, "headway": routers["headway"]["apgr"]},
             "decision_p99_ms": {
@@ -370,6 +389,25 @@ def summary(doc: dict[str, Any]) -> str:
     lines += [
         "",
         f"Decision time p50/p99: {took}; tokenizing {t['tokenize_ms']['p50']}/{t['tokenize_ms']['p99']} ms.",
+    ]
+    if online := doc.get("online"):
+        lines += [
+            "",
+            f"Online: ramp {online['ramp_rps'][0]} → {online['ramp_rps'][1]} req/s over {online['ramp_seconds']:g} s "
+            f"(the strong pool serves {online['strong_capacity_rps']} req/s), TTFT SLO {online['slo_ttft_s']} s.",
+            "",
+            "| run | SLO attainment | quality | strong share | TTFT p99 s | $ / 1k requests |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {k} | {v['slo_attainment']} | {v['quality']} | {v['strong_share']} | {v['ttft_p99_s']} | "
+                f"{v['cost_per_1k_requests_usd']} |"
+                for k, v in online["results"].items()
+            ),
+            "",
+            f"Best static split meeting {online['attainment_target']}: {online['best_static_meeting_slo']}; "
+            f"targets met: {online['targets']['met']}.",
+        ]
+    lines += [
         "",
         f"Command: `{doc['command']}`",
     ]
@@ -404,7 +442,12 @@ def main() -> None:
     parser.add_argument("--train", default="rest", help="rest or a comma list of subjects.")
     parser.add_argument("--examples-per-class", type=int, default=40)
     parser.add_argument("--prices", default=",".join(str(p) for p in PRICES), help="WEAK,STRONG $ per million tokens.")
-    parser.add_argument("--smoke", action="store_true", help="300 prompts each side and 3 GreenServ settings.")
+    parser.add_argument(
+        "--smoke", action="store_true", help="300 prompts each side, 3 GreenServ settings, one static split online."
+    )
+    parser.add_argument(
+        "--online-seconds", type=float, default=None, help="Length of the online ramp (default 60, smoke 12; 0: skip)."
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     try:
@@ -414,6 +457,10 @@ def main() -> None:
     except ValueError:
         sys.exit(f"error: --prices {args.prices}: two prices WEAK,STRONG with 0 <= WEAK < STRONG")
     args.prices = prices
+    if args.online_seconds is None:
+        args.online_seconds = 12.0 if args.smoke else 60.0
+    if args.online_seconds < 0:
+        sys.exit("error: --online-seconds must be 0 (skip) or more")
     if args.examples_per_class < 1:
         sys.exit("error: --examples-per-class must be at least 1")
     try:

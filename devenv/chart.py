@@ -66,9 +66,13 @@ def autoscaler_available() -> bool:
 
 def local_values(*, autoscaler: bool, prometheus_url: str | None = None) -> dict[str, Any]:
     """Values for the local cluster: short resync and decision periods, so a minutes-long demo shows
-    them at work, and the autoscaler only when this checkout has it (with the simulator's profile)."""
+    them at work, the autoscaler only when this checkout has it (with the simulator's profile), and no
+    ModelRoute webhook (the e2e session runs the operator with one, reached at 127.0.0.1)."""
     values: dict[str, Any] = {
-        "operator": {"resyncIntervalS": 15},
+        # The API server calls a webhook behind a Service at one of its EndpointSlice addresses, and this
+        # cluster's EndpointSlices stay empty (pod IPs are loopback addresses, which the API server refuses
+        # in them): the chart's ModelRoute webhook would refuse every route write here, unreachable.
+        "operator": {"resyncIntervalS": 15, "webhook": {"enabled": False}},
         "autoscaler": {"enabled": autoscaler, "intervalS": 5},
     }
     profile = autoscaler_profile()

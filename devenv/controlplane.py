@@ -7,7 +7,7 @@ import os
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +73,16 @@ def service_account_kubeconfig(cluster: LocalCluster, path: Path, account: str =
 
 @dataclass
 class OperatorProcess:
+    """The operator as its own process. It serves the ModelRoute admission webhook on `webhook_port`
+    (https://127.0.0.1:<port>, which the local API server reaches), so routes are checked as in a cluster;
+    a restart keeps the port, and the operator points the webhook configuration at its new certificate."""
+
     kubeconfig: Path
     log: Path
     metrics_port: int
     liveness_port: int
     extra_args: tuple[str, ...] = ()
+    webhook_port: int = field(default_factory=procs.free_port)
     pid: int = 0
 
     def start(self) -> OperatorProcess:
@@ -92,6 +97,8 @@ class OperatorProcess:
             f"http://127.0.0.1:{self.liveness_port}/healthz",
             "--resync-interval-s",
             "30",
+            "--webhook-port",
+            str(self.webhook_port),
             *self.extra_args,
         ]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}

@@ -376,7 +376,7 @@ class Gateway:
             states[p] = PoolState(
                 ready=ready,
                 cost_per_1k_tokens=sum(prices) / len(prices) if prices else None,
-                predicted_ttft_s=r.prefill.predict(r.endpoints, count, now, self.cfg.stale_after_s),
+                predicted_ttft_s=r.ttft.predict(r.endpoints, now, self.cfg.stale_after_s),
                 slo_ttft_s=r.slo_ttft_s,
             )
         choice = compiled.decide(text, count, states, classify_text=last_user_text(fields))

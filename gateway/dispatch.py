@@ -43,8 +43,8 @@ class Sent:
     ep: Endpoint
     backlog: int
     gauge: Gauge
-    queued: int = 0
-    """Uncached prompt tokens queued on the endpoint when this request was sent, its own included."""
+    load: int = 0
+    """This gateway's requests in flight on the endpoint when this one was sent."""
     answered: bool = False
     ended: bool = False
 
@@ -58,7 +58,8 @@ class Sent:
         d, ctx = self.dispatch, self.ctx
         if not self.answered and not self.ended:
             self.answered = True
-            ctx.route.prefill.observe(time.perf_counter() - ctx.started_s, self.queued)
+            self.ep.unanswered.pop(id(self), None)
+            ctx.route.ttft.observe(time.perf_counter() - ctx.started_s, self.load)
         if d.cfg.speculative_ttl_s and ctx.router.speculative and ctx.routing is not None:
             d.index.speculate(self.ep.id, ctx.routing.keys(d.block_sizes.of(self.ep)), d.cfg.speculative_ttl_s)
 
@@ -68,6 +69,7 @@ class Sent:
         if self.ended:
             return
         self.ended = True
+        self.ep.unanswered.pop(id(self), None)
         self.ep.prefill_backlog -= self.backlog
         self.backlog = 0
         self.ep.in_flight -= 1
@@ -127,4 +129,6 @@ class Dispatch:
         ep.prefill_backlog += backlog
         gauge = self.metrics.in_flight.labels(ctx.model)
         gauge.inc()
-        return Sent(self, ctx, ep, backlog, gauge, queued=ep.prefill_backlog)
+        sent = Sent(self, ctx, ep, backlog, gauge, load=ep.in_flight - 1)
+        ep.unanswered[id(sent)] = time.monotonic()
+        return sent

@@ -34,6 +34,9 @@ class Endpoint:
     prefill_backlog: int = 0
     """Uncached prompt tokens of this gateway's requests the endpoint has not answered yet (still queued or
     prefilling): the work ahead of a new request's first token."""
+    unanswered: dict[int, float] = field(default_factory=dict)
+    """This gateway's requests the endpoint has not answered yet (no first byte): request key → monotonic
+    time sent. The oldest one's age is a lower bound of the queueing a new request would meet."""
     ejected_until: float = 0.0
     variant: str | None = None
     """The ModelPool variant the engine pod belongs to (Kubernetes discovery)."""

@@ -45,28 +45,61 @@ class PoolInfo:
     slo_ttft_s: float | None = None
 
 
+MAX_LOAD_LEVEL = 256
+
+
 @dataclass
-class PrefillRate:
-    """Seconds to first token per prompt token queued ahead on the endpoint (the request's own included),
-    learned from this gateway's own answers: how model routing predicts a pool's TTFT from its load."""
+class TtftModel:
+    """A pool's time to first token by the load a request meets: the requests this gateway has in
+    flight on the endpoint when it sends one. Per load level an exponentially weighted mean of the TTFTs
+    measured there, read as a non-decreasing curve (more load never answers sooner) and extended past
+    the highest level seen along its last slope. This learns the knee of an engine's queueing — no
+    wait while sequence slots are free, a growing one after — from the gateway's own answers, without
+    knowing the engine's slots or speed. How model routing predicts whether a pool keeps its SLO."""
 
-    seconds_per_token: float | None = None
+    smoothing: float = 0.3
+    levels: dict[int, float] = field(default_factory=dict)
     observed: int = 0
-    smoothing: float = 0.2
 
-    def observe(self, ttft_s: float, queued_tokens: int) -> None:
-        rate = ttft_s / max(1, queued_tokens)
-        s = self.seconds_per_token
-        self.seconds_per_token = rate if s is None else s + self.smoothing * (rate - s)
+    def observe(self, ttft_s: float, load: int) -> None:
+        level = min(load, MAX_LOAD_LEVEL)
+        old = self.levels.get(level)
+        self.levels[level] = ttft_s if old is None else old + self.smoothing * (ttft_s - old)
         self.observed += 1
 
-    def predict(self, endpoints: list[Endpoint], tokens: int, now: float, stale_after_s: float) -> float | None:
-        """The TTFT of a `tokens`-token prompt on the least backlogged routable endpoint; None before any
-        observation or without a routable endpoint."""
-        if self.seconds_per_token is None:
+    def at(self, load: int) -> float | None:
+        if not self.levels:
             return None
-        backlogs = [e.prefill_backlog for e in endpoints if e.routable(now, stale_after_s)]
-        return (min(backlogs) + tokens) * self.seconds_per_token if backlogs else None
+        seen = sorted(self.levels)
+        envelope, top = [], 0.0
+        for level in seen:
+            top = max(top, self.levels[level])
+            envelope.append((level, top))
+        below = [(lv, v) for lv, v in envelope if lv <= load]
+        if not below:
+            return envelope[0][1]
+        level, value = below[-1]
+        if level == load or len(envelope) < 2 or level != envelope[-1][0]:
+            return value
+        (l0, v0), (l1, v1) = envelope[-2], envelope[-1]
+        return v1 + (v1 - v0) / (l1 - l0) * (load - l1)
+
+    def predict(self, endpoints: list[Endpoint], now: float, stale_after_s: float) -> float | None:
+        """The TTFT a request sent now would get on the routable endpoint where it would come soonest:
+        the curve at that endpoint's load, and at least as long as the oldest request it has not
+        answered has waited so far (they are served in order). None before any answer or without a
+        routable endpoint."""
+        best = None
+        for e in endpoints:
+            if not e.routable(now, stale_after_s):
+                continue
+            curve = self.at(e.in_flight)
+            if curve is None:
+                continue
+            waited = now - min(e.unanswered.values()) if e.unanswered else 0.0
+            guess = max(curve, waited)
+            best = guess if best is None else min(best, guess)
+        return best
 
 
 @dataclass
@@ -81,7 +114,7 @@ class PoolRoute:
     routing: Routing
     endpoints: list[Endpoint] = field(default_factory=list)
     slo_ttft_s: float | None = None
-    prefill: PrefillRate = field(default_factory=PrefillRate)
+    ttft: TtftModel = field(default_factory=TtftModel)
 
     def router_for(self, requested: str | None) -> tuple[str, Router]:
         name = requested or self.strategy

@@ -25,6 +25,33 @@ class OperatorConfig(BaseModel, frozen=True, extra="forbid"):
     field_manager: str = Field("headway-operator", description="Server-side apply field manager.")
     metrics_host: str = Field("127.0.0.1", description="Address of the operator's /metrics endpoint.")
     metrics_port: int = Field(9464, ge=0, le=65535, description="Port of /metrics (0: disabled).")
+    webhook_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the ModelRoute admission webhook (HTTPS), which refuses routes naming a missing "
+        "ModelPool or an invalid pattern (0: no webhook).",
+    )
+    webhook_bind: str = Field("127.0.0.1", description="Address the admission webhook listens on.")
+    webhook_host: str | None = Field(
+        None,
+        description="Host name or IP address the API server calls the webhook at (its URL and certificate); "
+        "default: the bind address. Unused with --webhook-service.",
+    )
+    webhook_service: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="NAMESPACE/NAME of the Service (port 443) in front of the webhook, which the API server "
+        "then calls instead of a URL (in a cluster).",
+    )
+    webhook_configuration: str = Field(
+        "headway-operator",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Name of the ValidatingWebhookConfiguration the operator creates and keeps up to date "
+        "(one per operator).",
+    )
     namespaces: tuple[str, ...] = Field(
         (),
         description="Namespaces whose pools this operator serves: names or globs, `!glob` to exclude "

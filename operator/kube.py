@@ -1,4 +1,5 @@
-"""The operator's Kubernetes I/O: server-side apply of children, reads of what exists, status writes.
+"""The operator's Kubernetes I/O: server-side apply of children (and of its webhook configuration), reads
+of what exists, status writes.
 
 Synchronous (the official client); handlers call it through `asyncio.to_thread`. Foreign exceptions
 stay here as ApiException for the handler boundary to translate.
@@ -19,6 +20,7 @@ from headway.api.labels import (
     INFERENCE_POOL_VERSION,
 )
 from headway.api.modelpool import PLURAL, VERSION
+from headway.api.modelroute import PLURAL as ROUTE_PLURAL
 
 _APPLY = "application/apply-patch+yaml"
 
@@ -30,6 +32,7 @@ class Kube:
         self.core = k8s.CoreV1Api(api)
         self.policy = k8s.PolicyV1Api(api)
         self.custom = k8s.CustomObjectsApi(api)
+        self.admission = k8s.AdmissionregistrationV1Api(api)
         self.field_manager = field_manager
 
     def _plain(self, obj: Any) -> dict[str, Any]:
@@ -55,6 +58,8 @@ class Kube:
                 obj,
                 **kw,
             )
+        elif kind == "ValidatingWebhookConfiguration":
+            out = self.admission.patch_validating_webhook_configuration(meta["name"], obj, **kw)
         else:
             raise ValueError(f"the operator does not manage {kind}")
         return self._plain(out)
@@ -101,6 +106,44 @@ class Kube:
             if e.status == 404:
                 return None
             raise
+
+    def clear_webhooks(self, name: str) -> None:
+        """Empty the ValidatingWebhookConfiguration `name`; one already gone stays gone (never re-created,
+        as applying would: an uninstall may have deleted it)."""
+        try:
+            self.admission.patch_validating_webhook_configuration(
+                name,
+                {"webhooks": []},
+                field_manager=self.field_manager,
+                _content_type="application/merge-patch+json",
+            )
+        except k8s.ApiException as e:
+            if e.status != 404:
+                raise
+
+    def pool_names(self, namespace: str) -> set[str]:
+        return {
+            p["metadata"]["name"]
+            for p in self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+        }
+
+    def pools_by_name(self, namespace: str) -> dict[str, dict[str, Any]]:
+        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+        return {p["metadata"]["name"]: p for p in items}
+
+    def routes(self, namespace: str) -> list[dict[str, Any]]:
+        return self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, ROUTE_PLURAL)["items"]
+
+    def patch_route_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            ROUTE_PLURAL,
+            name,
+            {"status": status},
+            _content_type="application/merge-patch+json",
+        )
 
     def all_pools(self) -> list[dict[str, Any]]:
         return self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]

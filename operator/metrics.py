@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from headway.api.labels import (
+    METRIC_OPERATOR_ADMISSION_REVIEWS,
     METRIC_OPERATOR_DESIRED_REPLICAS,
     METRIC_OPERATOR_POOLS,
     METRIC_OPERATOR_READY_REPLICAS,
@@ -42,5 +43,11 @@ READY = Gauge(
     METRIC_OPERATOR_READY_REPLICAS,
     "Ready replicas per pool and variant.",
     ("namespace", "pool", "variant", "gpu_product"),
+    registry=REGISTRY,
+)
+ADMISSION_REVIEWS = Counter(
+    METRIC_OPERATOR_ADMISSION_REVIEWS,
+    "ModelRoute writes the admission webhook judged, by outcome: admitted, refused, error (could not check).",
+    ("outcome",),
     registry=REGISTRY,
 )

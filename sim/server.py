@@ -347,11 +347,16 @@ class SimServer:
         created = int(time.time())
         obj = "chat.completion.chunk" if p.chat else "text_completion"
         head = _dumps({"id": req.request_id, "object": obj, "created": created, "model": p.model})[:-1]
-        if p.chat:
-            first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
-            await resp.write(f'data: {head},"choices":[{_dumps(first)}]}}\n\n'.encode())
         eos = self.tokenizer.eos_token_id
+        role_sent = not p.chat
         while (item := await req.queue.get()) is not None:
+            if not role_sent:
+                # vLLM sends the role chunk in its first pass over the engine's outputs, i.e. with the first
+                # token (after queueing and prefill), never before: a client's first frame is its TTFT
+                first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None}
+                first["finish_reason"] = None
+                await resp.write(f'data: {head},"choices":[{_dumps(first)}]}}\n\n'.encode())
+                role_sent = True
             t, done = item
             text = "" if t == eos else self.tokenizer.piece(t)
             if p.chat:

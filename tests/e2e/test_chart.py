@@ -10,7 +10,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +250,39 @@ def test_embedded_index_mode_points_engines_at_the_gateway_and_refuses_several_r
         template("hw", "ns1", local, "--set", "kvcache.enabled=false", "--set", "gateway.replicas=2")
 
 
+def test_the_operator_serves_its_route_webhook_behind_its_service(local: Path) -> None:
+    """operator.webhook (on by default): the operator listens on the pod IP, names its Service (port 443 to
+    the webhook port) as where the API server calls it, and keeps the webhook in a configuration object the
+    release owns, so an uninstall removes it; the NetworkPolicy lets the API server in."""
+    on = ["--set", "operator.webhook.enabled=true"]
+    objects = component_objects(template("hw", "ns1", local, *on), "operator")
+    (dep,) = [o for o in objects if o["kind"] == "Deployment"]
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert {
+        "--webhook-port=9443",
+        "--webhook-bind=$(POD_IP)",
+        "--webhook-service=ns1/hw-headway-operator",
+        "--webhook-configuration=hw-headway-operator",
+    } <= set(container["args"])
+    assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in container["ports"]
+    (svc,) = [o for o in objects if o["kind"] == "Service"]
+    assert {"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"} in svc["spec"]["ports"]
+    (config,) = [o for o in objects if o["kind"] == "ValidatingWebhookConfiguration"]
+    assert config["metadata"]["name"] == "hw-headway-operator" and "webhooks" not in config  # the operator's
+    (policy,) = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    assert {"protocol": "TCP", "port": 9443} in policy["spec"]["ingress"][0]["ports"]
+
+    off = component_objects(template("hw", "ns1", local, "--set", "operator.webhook.enabled=false"), "operator")
+    assert "ValidatingWebhookConfiguration" not in _kinds(off)
+    assert not [a for o in off if o["kind"] == "Deployment" for a in _args(o) if a.startswith("--webhook")]
+    defaults = component_objects(template("hw", "ns1", None, "--set", "autoscaler.enabled=false"), "operator")
+    assert "ValidatingWebhookConfiguration" in _kinds(defaults)
+
+
+def _args(deployment: Mapping[str, Any]) -> list[str]:
+    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
 def _kubectl(cluster: LocalCluster, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [ensure_binaries(build=False).path("kubectl"), "--kubeconfig", str(cluster.kubeconfig), *args],
@@ -281,6 +314,7 @@ def restricted_ns(cluster: LocalCluster, core: k8s.CoreV1Api) -> Iterator[str]:
         pytest.param(["--set", "kvcache.enabled=false", "--set", "redis.enabled=false"], id="embedded-index"),
         pytest.param(["--set", "redis.externalUrl=redis://redis.example:6379/0"], id="external-redis"),
         pytest.param(["--set", "epp.enabled=true", "--set", "epp.replicas=2"], id="endpoint-picker"),
+        pytest.param(["--set", "operator.webhook.enabled=true"], id="route-webhook"),
     ],
 )
 def test_rendered_objects_pass_server_side_dry_run_in_a_restricted_namespace(

@@ -206,3 +206,30 @@ def test_invalid_routes_are_refused_at_admission_naming_the_field(
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "modelroutes", route_manifest(**over))
     assert e.value.status == 422
     assert field in e.value.body, e.value.body
+
+
+def _ready_condition(custom: k8s.CustomObjectsApi, namespace: str) -> dict[str, Any] | None:
+    status = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "modelroutes", "auto").get("status") or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), None)
+
+
+def test_the_route_status_says_whether_its_pools_serve_and_how_its_classifier_does(
+    pools: k8s.CustomObjectsApi, namespace: str
+) -> None:
+    pools.create_namespaced_custom_object(GROUP, VERSION, namespace, "modelroutes", route_manifest())
+    eventually(
+        lambda: (_ready_condition(pools, namespace) or {}).get("status") == "True",
+        timeout_s=90,
+        what="the route Ready once its pools serve",
+    )
+    status = pools.get_namespaced_custom_object(GROUP, VERSION, namespace, "modelroutes", "auto")["status"]
+    assert status["classifier"]["labels"] == 2 and status["classifier"]["examples"] == len(MATH) + len(COOKING)
+    assert 0 <= status["classifier"]["heldOutAccuracy"] <= 1
+    assert "small" in _ready_condition(pools, namespace)["message"]
+    pools.delete_namespaced_custom_object(GROUP, VERSION, namespace, "modelpools", "small")
+    eventually(
+        lambda: (_ready_condition(pools, namespace) or {}).get("reason") == "PoolsMissing",
+        timeout_s=60,
+        what="the route saying its pool is gone",
+    )
+    assert "small" in _ready_condition(pools, namespace)["message"]

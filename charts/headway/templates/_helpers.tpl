@@ -100,7 +100,8 @@ priorityClassName: {{ . }}
 
 {{/*
 Downward-API variables. HTTP listeners bind 0.0.0.0 so `kubectl port-forward` reaches them; the KV-event
-socket and the operator's liveness endpoint bind the pod IP, which engines and the kubelet dial anyway.
+socket and the operator's liveness endpoint and webhook bind the pod IP, which engines, the kubelet and
+the API server dial anyway.
 */}}
 {{- define "headway.podEnv" -}}
 - name: POD_IP
