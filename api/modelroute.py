@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from headway.api.camel import CAMEL_CASE
 from headway.api.labels import GROUP
 from headway.api.modelpool import MAX_NAME_LENGTH, VERSION, _cel
-from headway.api.status import Condition, _list_map, _Status
+from headway.api.status import Condition, Timestamp, _list_map, _Status
 
 _EMPTY: dict[str, Any] = {"default": []}
 """An omitted list is defaulted to [] by the API server too, so CEL rules can read it without has()."""
@@ -324,13 +324,31 @@ def _unique(where: str, names: list[str]) -> None:
 
 
 class CandidateStatus(_Status):
-    """What the gateway has seen of one candidate since it loaded the route."""
+    """What one gateway replica has seen of one candidate since it loaded the route."""
 
     pool: str
     requests: int = Field(0, ge=0, description="Requests sent to the pool by this route.")
     share: float = Field(0.0, ge=0, le=1, description="Its share of the route's requests.")
-    reward_estimate: float | None = Field(None, description="Mean quality the bandit estimates (priors + feedback).")
+    reward_estimate: float | None = Field(
+        None,
+        description="The candidate's quality as the route now believes it: its prior counted as priorWeight "
+        "rewards, averaged with the feedback received.",
+    )
     feedback: int = Field(0, ge=0, description="Rewards received for requests it served.")
+
+
+class GatewayRouteStatus(_Status):
+    """One gateway replica's traffic through the route, written by that replica alone (server-side apply,
+    one field manager each), so replicas never overwrite each other's counts."""
+
+    name: str = Field(min_length=1, max_length=253, description="The replica (its pod name).")
+    time: Timestamp = Field(description="When it last wrote this entry.")
+    requests: int = Field(0, ge=0)
+    candidates: list[CandidateStatus] | None = Field(None, json_schema_extra=_list_map("pool"))
+    guard_rejections: int = Field(0, ge=0)
+    guard_redirects: int = Field(0, ge=0)
+    rule_rejections: int = Field(0, ge=0)
+    overflows: int = Field(0, ge=0, description="Requests sent off their chosen pool to keep its SLO.")
 
 
 class ClassifierStatus(_Status):
@@ -345,10 +363,9 @@ class ModelRouteStatus(_Status):
     observed_generation: int | None = Field(None, ge=0)
     conditions: list[Condition] | None = Field(None, json_schema_extra=_list_map("type"))
     classifier: ClassifierStatus | None = None
-    candidates: list[CandidateStatus] | None = Field(None, json_schema_extra=_list_map("pool"))
-    guard_rejections: int | None = Field(None, ge=0)
-    guard_redirects: int | None = Field(None, ge=0)
-    overflows: int | None = Field(None, ge=0, description="Requests sent off their chosen pool to keep its SLO.")
+    gateways: list[GatewayRouteStatus] | None = Field(
+        None, json_schema_extra=_list_map("name"), description="Each gateway replica's traffic through the route."
+    )
 
 
 class ModelRoute(BaseModel):

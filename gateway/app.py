@@ -251,6 +251,13 @@ class Gateway:
 
             self.discovery = KubernetesDiscovery(self.routes, self.cfg.namespaces, model_routes=self.model_routes)
             tasks.append(asyncio.create_task(self.discovery.run()))
+            if self.cfg.route_status_interval_s:
+                from headway.gateway.discovery import api_client
+                from headway.gateway.modelrouting.status import replica_name, write_statuses
+
+                api = await asyncio.to_thread(api_client)
+                interval = self.cfg.route_status_interval_s
+                tasks.append(asyncio.create_task(write_statuses(self.model_routes, api, replica_name(), interval)))
         if self.cfg.discovery == "static" and self.cfg.endpoints_file:
             tasks.append(asyncio.create_task(self.follow_endpoints_file(Path(self.cfg.endpoints_file))))
         if self.hub is not None:

@@ -65,6 +65,12 @@ class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
         default_factory=dict, description="Named routing profiles: plugins in order, with weights and params."
     )
     weights: ScorerWeights = Field(default_factory=ScorerWeights)
+    route_status_interval_s: float = Field(
+        15.0,
+        ge=0,
+        description="kubernetes discovery: how often this replica writes its traffic through each ModelRoute into "
+        "the route's status (0: never).",
+    )
     kv_events_bind: str | None = Field(None, description="ZMQ endpoint to bind for engines' KV events.")
     api_keys_file: str | None = Field(None, description="API keys (hashed) and their limits; none: no auth.")
     kv_replay_port: int | None = Field(

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ENGINE_PORT = 8000
 
 
-def _api_client() -> k8s.ApiClient:
+def api_client() -> k8s.ApiClient:
     """In-cluster credentials in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
     try:
         k8s_config.load_incluster_config()
@@ -81,7 +81,7 @@ class KubernetesDiscovery:
         self._unsynced = 0
 
     async def run(self) -> None:
-        api = await asyncio.to_thread(_api_client)
+        api = await asyncio.to_thread(api_client)
         loop = asyncio.get_running_loop()
 
         def deliver(fn: Callable[..., None], *args: Any) -> None:

@@ -18,6 +18,7 @@ pool now comes in as `PoolState`, and every choice carries its reasons.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import random
 import re
@@ -27,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from headway.api.modelroute import KeywordSignal, ModelRouteSpec, Rule
+from headway.api.modelroute import CandidateStatus, GatewayRouteStatus, KeywordSignal, ModelRouteSpec, Rule
 from headway.gateway.modelrouting.bandit import LinUCB
 from headway.gateway.modelrouting.classifier import Classified, NgramClassifier, held_out_accuracy
 
@@ -127,7 +128,7 @@ class CompiledRoute:
             for c in spec.candidates
         }
         self.requests = dict.fromkeys(self.candidates, 0)
-        self.guard_rejections = self.guard_redirects = self.overflows = 0
+        self.guard_rejections = self.guard_redirects = self.rule_rejections = self.overflows = 0
 
     def held_out_accuracy(self) -> float | None:
         return held_out_accuracy(self.examples) if self.examples else None
@@ -235,6 +236,7 @@ class CompiledRoute:
             return Choice(guard.redirect_to, guard.redirect_to, None, "guard", s)
         rule = self.rule_for(s)
         if rule is not None and rule.action == "reject":
+            self.rule_rejections += 1
             return Choice(None, None, rule.name, "rule", s, message=rule.message or f"rejected by rule {rule.name}")
         pools = (rule.candidates if rule is not None and rule.candidates else None) or list(self.candidates)
         ready = [p for p in pools if p not in states or states[p].ready]
@@ -250,6 +252,35 @@ class CompiledRoute:
                 reason = "overflow"
                 self.overflows += 1
         return Choice(best, best, rule.name if rule else None, reason, s, scores=scores, context=x)
+
+    def reward_estimate(self, pool: str) -> float:
+        """The candidate's quality without context: its prior as `priorWeight` rewards, averaged with
+        the feedback it received."""
+        arm, w = self.arms[pool], self.spec.learning.prior_weight
+        return (w * self.candidates[pool].quality + arm.reward_sum) / (w + arm.updates)
+
+    def status(self, name: str, now: dt.datetime) -> GatewayRouteStatus:
+        """This replica's traffic through the route, for the route's status."""
+        total = sum(self.requests.values())
+        return GatewayRouteStatus(
+            name=name,
+            time=now,
+            requests=total,
+            candidates=[
+                CandidateStatus(
+                    pool=pool,
+                    requests=n,
+                    share=round(n / total, 4) if total else 0.0,
+                    reward_estimate=round(self.reward_estimate(pool), 4) if pool in self.arms else None,
+                    feedback=self.arms[pool].updates if pool in self.arms else 0,
+                )
+                for pool, n in self.requests.items()
+            ],
+            guard_rejections=self.guard_rejections,
+            guard_redirects=self.guard_redirects,
+            rule_rejections=self.rule_rejections,
+            overflows=self.overflows,
+        )
 
     def feedback(self, pool: str, x: np.ndarray, reward: float) -> None:
         """A reward (0–1) for a request the route sent to `pool` in context `x`."""

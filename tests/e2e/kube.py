@@ -18,14 +18,14 @@ from headway.devenv.controlplane import service_account_kubeconfig
 
 
 @contextlib.contextmanager
-def discovering_gateway(cluster: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[str]:
+def discovering_gateway(cluster: LocalCluster, namespace: str, tmp_path: Path, *extra: str) -> Iterator[str]:
     """headway's gateway as its own process and ServiceAccount, discovering the namespace's pools and
     routes; its base URL. Its log is tmp_path/gateway.log."""
     port = procs.free_port()
     kubeconfig = service_account_kubeconfig(cluster, tmp_path / "gateway.kubeconfig", "headway-gateway")
     argv = [sys.executable, "-m", "headway", "gateway", "--discovery", "kubernetes", "--namespace", namespace]
     pid = procs.spawn(
-        [*argv, "--port", str(port)],
+        [*argv, "--port", str(port), *extra],
         tmp_path / "gateway.log",
         env={**os.environ, "KUBECONFIG": str(kubeconfig)},
         cwd=tmp_path,

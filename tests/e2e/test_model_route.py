@@ -69,7 +69,7 @@ def pools(crd: LocalCluster, operator: OperatorProcess, runner: Path, namespace:
 
 @pytest.fixture
 def gateway(crd: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[str]:
-    with discovering_gateway(crd, namespace, tmp_path) as url:
+    with discovering_gateway(crd, namespace, tmp_path, "--route-status-interval-s", "0.5") as url:
         yield url
     assert "Traceback" not in (tmp_path / "gateway.log").read_text()
 
@@ -139,9 +139,24 @@ def test_rules_guard_feedback_and_shadow(
         other = "small" if pool == "large" else "large"
         assert after.get(other, 0) == before.get(other, 0)
 
+    # the route's status: this replica's traffic, by pool
+    def traffic() -> dict[str, Any] | None:
+        body = pools.get_namespaced_custom_object(GROUP, VERSION, namespace, "modelroutes", "auto")
+        mine = (body.get("status") or {}).get("gateways") or []
+        return mine[0] if mine and mine[0]["requests"] >= len(cases) else None
+
+    gw = eventually(traffic, timeout_s=20, what="the gateway's traffic in the route's status")
+    by_pool = {c["pool"]: c for c in gw["candidates"]}
+    assert by_pool["large"]["requests"] >= 3 and by_pool["small"]["requests"] >= 1
+    assert sum(c["share"] for c in gw["candidates"]) == pytest.approx(1.0, abs=0.01)
+    assert by_pool["large"]["rewardEstimate"] == pytest.approx(0.9)  # its prior: no feedback yet
+
     # the guard: an out-of-domain prompt is refused with an OpenAI error
     status, _, body = ask(gateway, "who won the football world cup in 1998")
     assert status == 400 and body["error"]["message"] == "math and cooking questions only"
+    eventually(
+        lambda: (traffic() or {}).get("guardRejections") == 1, timeout_s=20, what="the refusal counted in the status"
+    )
     assert body["error"]["type"] == "invalid_request_error" and body["error"]["param"] == "messages"
 
     # feedback: with learning on and no rule, the default choice is the higher prior (large) until its

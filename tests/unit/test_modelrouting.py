@@ -281,3 +281,24 @@ def test_the_sample_route_is_valid_and_routes_as_its_comments_say() -> None:
     assert r.decide("please fix\n```python\ndef f(): pass\n```", 30, {}).pool == "code"
     assert r.decide("my api_key: 123, what should I cook for dinner", 12, {}).rejected
     assert r.decide("solve the equation 2x + 3 = 9 for x", 12, {}).rule == "maths"
+
+
+def test_the_replicas_status_entry_counts_its_traffic_and_estimates_rewards() -> None:
+    import datetime as dt
+
+    r = classifier_route(
+        learning={"enabled": True, "alpha": 0.0, "priorWeight": 2.0},
+        guard={"minSimilarity": 0.15},
+        rules=[{"name": "no", "when": {"keywords": []}, "priority": -1, "action": "route"}],
+    )
+    c = r.decide("what is the derivative of x squared", 8, {})
+    r.decide("who won the football world cup in 1998", 8, {})
+    assert c.context is not None
+    r.feedback(c.pool, c.context, 0.0)
+    st = r.status("gw-0", dt.datetime(2026, 12, 7, tzinfo=dt.UTC))
+    assert (st.name, st.requests, st.guard_rejections) == ("gw-0", 1, 1)
+    by_pool = {s.pool: s for s in st.candidates or []}
+    assert set(by_pool) == {"small", "large"} and c.pool == "large"
+    assert (by_pool["large"].requests, by_pool["large"].share, by_pool["large"].feedback) == (1, 1.0, 1)
+    assert by_pool["large"].reward_estimate == pytest.approx(2 * 0.9 / 3)  # prior 0.9 as 2 rewards, then a 0
+    assert (by_pool["small"].requests, by_pool["small"].reward_estimate) == (0, pytest.approx(0.6))
