@@ -33,10 +33,17 @@ from headway.gateway.config import GatewayConfig
 from headway.gateway.context import RequestContext
 from headway.gateway.dispatch import Dispatch
 from headway.gateway.endpoints import Endpoint, scrape_forever
-from headway.gateway.errors import BodyTooLarge, GatewayError, InvalidRequest, ModelNotFound, NoReadyEndpoint
+from headway.gateway.errors import (
+    BodyTooLarge,
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+    NoReadyEndpoint,
+    RouteRejected,
+)
 from headway.gateway.metrics import GatewayMetrics
 from headway.gateway.modelrouting.router import PoolState
-from headway.gateway.modelrouting.table import ModelRouteEntry, ModelRouteTable, RouteRejected
+from headway.gateway.modelrouting.table import ModelRouteEntry, ModelRouteTable
 from headway.gateway.openai import (
     ChatFields,
     CompletionFields,
@@ -413,7 +420,14 @@ class Gateway:
             "x-headway-route-signals": choice.signals.header(),
             "x-headway-route-scores": ";".join(f"{p}={s:.4f}" for p, s in choice.scores.items()),
         }
-        same = tokens is not None and target is measure
+        # the length signal's tokens serve the chosen pool too when it tokenizes with the same files
+        same = tokens is not None and (
+            target is measure
+            or (
+                target.tokenizer_source is not None
+                and target.tokenizer_source == getattr(measure, "tokenizer_source", None)
+            )
+        )
         served = msgspec.structs.replace(fields, model=target.model)
         return Routed(entry, target, fields.model, served, headers, tokens if same else None)
 

@@ -4,9 +4,12 @@ HeadwayError
 └── ApiError                    (renders the envelope, headway.api.errors)
     └── GatewayError            500 internal_error
         ├── InvalidRequest      400 invalid_request_error
+        │   └── RouteRejected   400 (a model route's guard or rule)
         ├── Unauthorized        401 invalid_api_key        (gateway.auth)
         ├── BodyTooLarge        413 invalid_request_error
         ├── ModelNotFound       404 not_found_error
+        ├── UnknownRequest      404 not_found_error    (feedback for no routed request)
+        ├── FeedbackConflict    409 invalid_request_error
         ├── Overloaded          429 rate_limit_error
         ├── NoReadyEndpoint     503 service_unavailable
         └── UpstreamFailed      502 upstream_error
@@ -25,6 +28,18 @@ class GatewayError(ApiError):
 
 class InvalidRequest(GatewayError):
     status, error_type = 400, "invalid_request_error"
+
+
+class RouteRejected(InvalidRequest):
+    """A model route's guard or rule refused the request: the client must change it, not retry it."""
+
+
+class UnknownRequest(GatewayError):
+    status, error_type = 404, "not_found_error"
+
+
+class FeedbackConflict(GatewayError):
+    status, error_type = 409, "invalid_request_error"
 
 
 class BodyTooLarge(GatewayError):

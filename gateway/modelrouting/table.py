@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headway.api.modelroute import ModelRoute, ModelRouteSpec
-from headway.gateway.errors import GatewayError, InvalidRequest
+from headway.gateway.errors import FeedbackConflict, InvalidRequest, UnknownRequest
 from headway.gateway.modelrouting.router import CompiledRoute
 
 log = logging.getLogger(__name__)
@@ -26,20 +26,6 @@ RouteKey = tuple[str, str]
 """(namespace, name) of a ModelRoute."""
 FEEDBACK_TTL_S = 3600.0
 MAX_PENDING = 100_000
-
-
-class RouteRejected(GatewayError):
-    """A guard or a rule refused the request: the client must change it, not retry it."""
-
-    status, error_type = 400, "invalid_request_error"
-
-
-class FeedbackConflict(GatewayError):
-    status, error_type = 409, "invalid_request_error"
-
-
-class UnknownRequest(GatewayError):
-    status, error_type = 404, "not_found_error"
 
 
 @dataclass
