@@ -83,7 +83,8 @@ bench-routing: venv vllm
 	$(PY) -m headway bench routing
 
 bench-autoscaler: venv
-	$(PY) -m headway bench autoscaler
+	@for trace in synthetic azure-conv; do for prices in aws runpod; do \
+		$(PY) -m headway bench autoscaler --trace $$trace --prices $$prices || exit 1; done; done
 
 clean:
 	rm -rf $(VENV) .venv-vllm .venv-bench .venv-envoy .pytest_cache .ruff_cache

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
@@ -67,6 +67,9 @@ class GpuCapacity(BaseModel, frozen=True, extra="forbid"):
     tensor_parallel: int = Field(1, ge=1)
     cost_per_hour_usd: float = Field(0.0, ge=0, description="Price of one GPU (the variant's own price wins).")
     buckets: list[BucketCapacity] = Field(min_length=1)
+    simulator: dict[str, str | float | int] | None = Field(
+        None, description="The simulator's GPU profile that was swept (absent when an engine was)."
+    )
 
     def bucket(self, b: Bucket) -> BucketCapacity:
         """The profiled bucket nearest to `b` in log-token space (lengths matter by ratio, not difference)."""
@@ -121,6 +124,22 @@ def load_profile(path: Path) -> CapacityProfile:
         raise ConfigError(f"--profiles {path}: {e.strerror}") from None
     except (ValueError, ValidationError) as e:
         raise ConfigError(f"--profiles {path}: {str(e).splitlines()[0]}") from None
+
+
+def mixture_quantile(latencies: Iterable[tuple[float, float]], q: float) -> float:
+    """The q-quantile of a pool's latency from (share of requests, latency at q) per bucket: the latency of
+    the bucket at which the buckets' shares, slowest first, pass 1 − q. A bucket smaller than that tail
+    cannot set the pool's percentile on its own; a bigger one does."""
+    items = sorted(((lat, share) for share, lat in latencies if share > 0), reverse=True)
+    total = sum(share for _, share in items)
+    if not items or total <= 0:
+        return 0.0
+    tail = 0.0
+    for lat, share in items:
+        tail += share / total
+        if tail > 1 - q + 1e-12:
+            return lat
+    return items[-1][0]
 
 
 def correction(observed_s: float | None, predicted_s: float | None) -> float:

@@ -1,33 +1,35 @@
 """The scaling decision for one pool: pure, clocked by its caller, with its memory in a serialisable state.
 
 One call of `decide` turns an observation (demand, latency, replicas per variant) into desired replicas
-per variant and a record of why:
+per variant and a record of why, in named steps:
 
-1. Stale or missing metrics hold the current size (`MetricsStale`): acting on no data is how fleets
+0. Stale or missing metrics hold the current size (`MetricsStale`): acting on no data is how fleets
    collapse.
-2. Demand is max(stable-window mean, panic-window mean, latest observation, forecast), plus the
-   engines' queued requests drained over `BACKLOG_DRAIN_S`: a step in load counts in full within one
-   tick, a dip does not. The stable window is `STABLE_WINDOWS_PER_PANIC` panic windows. Panic is on
-   while the panic mean is ≥ 2× the stable mean, and for one stable window after; no variant shrinks
-   in panic. The forecast (`headway.autoscaler.forecast`) looks one provisioning time ahead: the
-   longest time the variants' recent pods took from creation to Ready.
-3. The min-cost mix (`solver.solve`) over the variants' profiled capacity, each divided by its online
-   correction: observed/predicted latency, clamped, smoothed, and read only where the profile's
-   latency curve is flat (at its knee, noise reads as a slower GPU and the fleet would oscillate).
-   A variant with Pending pods may not grow (never stack scale-ups on pods that have not started);
-   one with Unschedulable pods is capped at its ready count for `BLOCK_S`, so the solver moves the
-   demand to the next-cheapest variant.
-4. Growth is immediate, at most `maxScaleUpStep` replicas per variant per decision, and happens only
-   when the replicas asked for (ready or starting) lack the capacity the demand needs, taking the
-   cheapest replicas to add to them (the solver with the fleet as lower bounds: a from-scratch
-   optimum would start one mix and shed another a window later), or when the optimum costs
-   `REMIX_SAVING` less than the fleet (a re-mix; the replaced replicas go by scale-down). A re-shuffle
-   that saves less is not worth its cold starts. Shrinking needs the fleet over-provisioned by more
-   than `TOLERANCE`, or holding replicas the optimum leaves out, for a whole
-   `scaleDownWindowSeconds`; it takes the largest recommendation of that window (a sliding maximum, as
-   the HPA's stabilisation does) and restarts the window, so a slow decline costs one scale event per
-   window, not one per replica. Each removal keeps the remaining fleet serving the demand, taking the
-   most expensive replicas first.
+1. Demand (`_demand`) is max(stable-window mean, panic-window mean, latest observation, forecast), plus
+   the engines' queued requests drained over `BACKLOG_DRAIN_S` while no replica is starting: a step in
+   load counts in full within one tick, a dip does not. The stable window is `STABLE_WINDOWS_PER_PANIC`
+   panic windows. Panic is on while the panic mean is ≥ 2× the stable mean, and for one stable window
+   after; nothing shrinks in panic. The forecast (`headway.autoscaler.forecast`) looks one provisioning
+   time ahead: the longest time the variants' recent pods took from creation to Ready.
+2. What may be bought (`_options`, `spread`): the variants' profiled capacity, each divided by its online
+   correction (observed/predicted latency at the SLO's percentile, the prediction being the mixture's
+   percentile over the token buckets; clamped, smoothed, and read only where the profile's latency curve
+   is flat: at its knee, noise reads as a slower GPU and the fleet would oscillate). The gateway spreads
+   requests by load, not length, so every replica serves the whole mix: a variant's capacity is its
+   capacity for the mix. Pods scheduled and starting count as capacity; a variant with Unschedulable pods
+   is capped at its ready count for `BLOCK_S`, so the solver moves the demand to the next-cheapest one.
+3. The min-cost mix (`solver.solve`) for the demand.
+4. Growth (`_growth`) is immediate, at most `maxScaleUpStep` replicas per variant per decision, when the
+   replicas asked for (ready or starting) lack the capacity the demand needs: to the cheapest fleet to
+   keep (the optimum's replicas beyond the fleet's, when it costs `TOLERANCE` less than the fleet grown by
+   its cheapest additions), else by the cheapest additions from the variants the optimum uses; or to the
+   optimum when it costs `REMIX_SAVING` less than the fleet (a re-mix). Shrinking (`_shrunk`) gives back
+   replicas dearest per request first, each variant as far as the rest still serves the largest demand of
+   the last `scaleDownWindowSeconds` (the HPA's stabilisation, on demand rather than on one variant's
+   recommendation, so a mix that changes with the token mix does not pin every type at its maximum); not
+   in panic, not while replicas start (make before break), not a variant that grew within the window,
+   not before a whole window has been observed, and only for a saving of `TOLERANCE` of the fleet's cost
+   or after a window without shrinking.
 5. A pool at zero goes to one replica of its cheapest schedulable variant as soon as a request is held
    at the gateway or seen at all; a pool goes to zero only when allowed and idle for
    `idleWindowSeconds`; otherwise at least one replica stays.
@@ -44,9 +46,9 @@ from typing import Any
 from headway.api.labels import REASON_METRICS_STALE
 from headway.api.modelpool import Autoscaling
 from headway.api.status import DecisionRecord
-from headway.autoscaler.capacity import Bucket, GpuCapacity, LatencyPoint, correction
+from headway.autoscaler.capacity import Bucket, GpuCapacity, LatencyPoint, correction, mixture_quantile
 from headway.autoscaler.forecast import Constant, Forecaster
-from headway.autoscaler.solver import VariantOption, solve
+from headway.autoscaler.solver import Mix, VariantOption, solve
 
 STABLE_WINDOWS_PER_PANIC = 6
 PANIC_RATIO = 2.0
@@ -111,6 +113,9 @@ class Observation:
     """Requests queued in the engines, not yet running: a backlog that new capacity must also drain."""
     attainment: float | None = None
     stale_reason: str = ""
+    ttft_quantile: float = 0.9
+    """The quantile the variants' observed TTFT is (the SLO's percentile)."""
+    itl_quantile: float = 0.9
 
 
 @dataclass
@@ -121,12 +126,15 @@ class PolicyState:
     """(time, rps) within the stable window."""
     panic_until: float = 0.0
     last_active: float | None = None
-    down_recs: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
-    """Per variant, a sliding-maximum deque of (time, recommended replicas) over the scale-down window."""
+    peaks: list[tuple[float, float]] = field(default_factory=list)
+    """A sliding-maximum deque of (time, demand in req/s) over the scale-down window."""
+    since: float | None = None
+    """When this state began observing the pool: nothing shrinks before a whole window has been seen."""
+    grown_at: dict[str, float] = field(default_factory=dict)
+    """Per variant, when it last grew: a variant does not shrink within a window of growing."""
+    last_shrink: float | None = None
     blocked_until: dict[str, tuple[float, int]] = field(default_factory=dict)
     """Variant → (until, replicas cap) after Unschedulable pods."""
-    over_since: float | None = None
-    """Since when the fleet has been over-provisioned beyond the tolerance (None: it is not)."""
     corrections: dict[str, float] = field(default_factory=dict)
     """Per variant, the smoothed observed/predicted latency (absent: never read where it can be trusted)."""
 
@@ -135,15 +143,18 @@ class PolicyState:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> PolicyState:
+        """A stored state; fields a previous version wrote and this one does not know are dropped."""
         if not d:
             return cls()
         return cls(
             samples=[(float(t), float(r)) for t, r in d.get("samples", [])],
             panic_until=float(d.get("panic_until", 0.0)),
             last_active=d.get("last_active"),
-            down_recs={k: [(float(t), int(n)) for t, n in v] for k, v in (d.get("down_recs") or {}).items()},
+            peaks=[(float(t), float(r)) for t, r in d.get("peaks", [])],
+            since=d.get("since"),
+            grown_at={k: float(t) for k, t in (d.get("grown_at") or {}).items()},
+            last_shrink=d.get("last_shrink"),
             blocked_until={k: (float(v[0]), int(v[1])) for k, v in (d.get("blocked_until") or {}).items()},
-            over_since=d.get("over_since"),
             corrections={k: float(c) for k, c in (d.get("corrections") or {}).items()},
         )
 
@@ -179,19 +190,21 @@ def _cost(v: VariantState) -> float:
     return v.cost_per_gpu_hour_usd * v.gpus_per_replica
 
 
-TAIL_SHARE = 0.1
-"""A bucket with at least this share of requests can set the pool's p90 latency on its own."""
-
-
-def _predicted(cap: GpuCapacity, mix: Mapping[Bucket, float], utilisation: float) -> LatencyPoint | None:
+def _predicted(
+    cap: GpuCapacity, mix: Mapping[Bucket, float], utilisation: float, quantiles: tuple[float, float]
+) -> LatencyPoint | None:
     """The latency the profile expects of a replica loaded to `utilisation` of its SLO capacity for the
-    mix: every bucket's requests see the same busy engine, so each bucket is read at that share of its
-    own capacity, and the slowest bucket big enough to own the tail stands for the pool's percentile."""
-    tail = [b for b, s in mix.items() if s >= TAIL_SHARE] or list(mix)
-    points = [p for b in tail if (p := cap.bucket(b).predicted(utilisation * cap.bucket(b).max_rps)) is not None]
+    mix, at the quantiles the engines' latency is observed at (TTFT, ITL): every bucket's requests see the
+    same busy engine, so each bucket is read at that share of its own capacity, and the pool's percentile
+    is the mixture's (`mixture_quantile`): long prompts as rare as the tail beyond the percentile set it."""
+    points = [(s, p) for b, s in mix.items() if (p := cap.bucket(b).predicted(utilisation * cap.bucket(b).max_rps))]
     if not points:
         return None
-    return LatencyPoint(rps=points[0].rps, ttft_s=max(p.ttft_s for p in points), itl_s=max(p.itl_s for p in points))
+    return LatencyPoint(
+        rps=points[0][1].rps,
+        ttft_s=mixture_quantile(((s, p.ttft_s) for s, p in points), quantiles[0]),
+        itl_s=mixture_quantile(((s, p.itl_s) for s, p in points), quantiles[1]),
+    )
 
 
 def _mix_rps(capacity: Mapping[Bucket, float], mix: Mapping[Bucket, float]) -> float:
@@ -234,8 +247,9 @@ def _corrections(variants: Sequence[VariantState], obs: Observation, learned: Ma
     out = {v.name: learned[v.name] for v in variants if v.name in learned}
     for v in variants:
         if v.capacity is not None and v.ready > 0 and obs.mix and (v.observed_itl_s or v.observed_ttft_s):
-            p = _predicted(v.capacity, obs.mix, util[v.name])
-            worse = _predicted(v.capacity, obs.mix, util[v.name] * (1 + LOAD_ERROR))
+            q = (obs.ttft_quantile, obs.itl_quantile)
+            p = _predicted(v.capacity, obs.mix, util[v.name], q)
+            worse = _predicted(v.capacity, obs.mix, util[v.name] * (1 + LOAD_ERROR), q)
             if p is not None and worse is not None and _flat(p, worse):
                 reading = max(correction(v.observed_itl_s, p.itl_s), correction(v.observed_ttft_s, p.ttft_s))
                 c = out.get(v.name)
@@ -247,7 +261,9 @@ def _flat(p: LatencyPoint, worse: LatencyPoint) -> bool:
     return all(w <= a * (1 + LOAD_ERROR) for a, w in ((p.ttft_s, worse.ttft_s), (p.itl_s, worse.itl_s)) if a > 0)
 
 
-def _window_max(recs: list[tuple[float, int]], now: float, window_s: float, value: int) -> list[tuple[float, int]]:
+def _window_max(
+    recs: list[tuple[float, float]], now: float, window_s: float, value: float
+) -> list[tuple[float, float]]:
     """Push (now, value) onto a sliding-maximum deque and drop what left the window."""
     recs = [(t, n) for t, n in recs if t > now - window_s and n > value]
     recs.append((now, value))
@@ -255,6 +271,122 @@ def _window_max(recs: list[tuple[float, int]], now: float, window_s: float, valu
 
 
 _CONSTANT = Constant()
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Step 1: the rate the fleet must serve now, and the terms it came from."""
+
+    samples: list[tuple[float, float]]
+    stable: float
+    panic: float
+    forecast: float
+    backlog: float
+    total: float
+    panic_until: float
+    in_panic: bool
+    horizon_s: float
+
+
+def _demand(
+    spec: Autoscaling, variants: Sequence[VariantState], obs: Observation, state: PolicyState, forecaster: Forecaster
+) -> Demand:
+    """max(stable-window mean, panic-window mean, latest, forecast) plus the engines' queue drained over
+    `BACKLOG_DRAIN_S`, the queue counted only while no replica is starting (the starting ones were asked
+    for with it, and counting it again each decision until they serve would stack scale-ups)."""
+    now = obs.time
+    panic_s = float(spec.panic_window_seconds)
+    stable_s = panic_s * STABLE_WINDOWS_PER_PANIC
+    samples = [(t, r) for t, r in state.samples if t > now - stable_s] + [(now, obs.rps)]
+    stable = sum(r for _, r in samples) / len(samples)
+    recent = [r for t, r in samples if t > now - panic_s]
+    panic_rps = sum(recent) / len(recent)
+    panic_until = state.panic_until
+    if stable > 0 and panic_rps >= PANIC_RATIO * stable:
+        panic_until = now + stable_s
+    horizon_s = max((v.provisioning_s or 0.0 for v in variants), default=0.0)
+    forecast = forecaster.forecast(samples, horizon_s)
+    starting = any(v.pending > v.unschedulable for v in variants)
+    backlog = 0.0 if starting else obs.waiting / BACKLOG_DRAIN_S
+    total = max(stable, panic_rps, obs.rps, forecast) + backlog
+    return Demand(samples, stable, panic_rps, forecast, backlog, total, panic_until, now < panic_until, horizon_s)
+
+
+def _options(
+    variants: Sequence[VariantState],
+    obs: Observation,
+    corr: Mapping[str, float],
+    blocked: Mapping[str, tuple[float, int]],
+    notes: list[str],
+) -> list[VariantOption]:
+    """Step 2: what the solver may buy. Capacity is the profile's over the online correction. A variant
+    with Unschedulable pods is capped at its ready replicas (its pods starting elsewhere would not help);
+    pods scheduled and starting count as capacity, and their variant may still grow."""
+    options: list[VariantOption] = []
+    for v in variants:
+        hi = v.max_replicas
+        if v.name in blocked:
+            hi = min(hi, max(v.min_replicas, blocked[v.name][1]))
+            notes.append(f"{v.name} has Unschedulable pods: capped at {hi} ready replicas")
+        cap = {b: v.capacity.bucket(b).max_rps / corr[v.name] for b in obs.mix} if v.capacity is not None else {}
+        options.append(VariantOption(v.name, _cost(v), v.gpus_per_replica, v.min_replicas, hi, cap))
+    return options
+
+
+WHOLE_MIX: Bucket = (0, 0)
+"""The one bucket of a spread fleet's demand: the whole mix, served alike by every replica."""
+
+
+def spread(options: Sequence[VariantOption], mix: Mapping[Bucket, float]) -> tuple[list[VariantOption], float]:
+    """The variants as a load-balancing gateway uses them, and the share of the mix the pool can serve at all.
+
+    The gateway spreads every request over all replicas by their load, not by prompt length, so each
+    replica serves the whole mix and a variant's capacity is its capacity for the mix (`_mix_rps`; 0 when
+    it cannot serve a bucket some other variant serves). Exact when the variants' capacities have the same
+    shape across buckets; otherwise a lower bound of what the spread fleet serves (capacity for a mix is
+    concave and of degree one in the per-bucket capacities, so pooling replicas never serves less than
+    the sum of their parts). The per-bucket split that Mélange optimises is the better plan only behind a
+    gateway that routes by length. Buckets no variant serves are left out of the mix (and reported)."""
+    servable = {b: s for b, s in mix.items() if s > 0 and any(o.capacity_rps.get(b, 0.0) > 0 for o in options)}
+    share = sum(servable.values())
+    norm = {b: s / share for b, s in servable.items()} if share > 0 else {}
+    return [replace(o, capacity_rps={WHOLE_MIX: _mix_rps(o.capacity_rps, norm)}) for o in options], share
+
+
+def _efficiency_order(options: Sequence[VariantOption], mix: Mapping[Bucket, float]) -> list[VariantOption]:
+    """The variants by cost per request/s of the part of the mix each can serve, dearest first: the
+    order in which a shrinking fleet gives replicas back."""
+
+    def price(o: VariantOption) -> float:
+        servable = {b: s for b, s in mix.items() if o.capacity_rps.get(b, 0.0) > 0}
+        rps = _mix_rps(o.capacity_rps, servable) * sum(servable.values()) if servable else 0.0
+        return o.cost_per_hour_usd / rps if rps > 0 else math.inf
+
+    return sorted(options, key=price, reverse=True)
+
+
+def _shrunk(
+    options: Sequence[VariantOption],
+    fleet: Mapping[str, int],
+    peak: Mapping[Bucket, float],
+    headroom: float,
+    frozen: set[str],
+) -> dict[str, int]:
+    """Step 4b: the fleet with replicas given back, dearest per request first, each variant as far as the
+    rest still serves the window's peak demand (`peak`); `frozen` variants keep theirs."""
+    out = dict(fleet)
+    for o in _efficiency_order(options, peak):
+        lo, hi = max(o.lo, 0), out[o.name]
+        if o.name in frozen or hi <= lo:
+            continue
+        while lo < hi:  # the fewest replicas of o that still cover: coverage only grows with replicas
+            mid = (lo + hi) // 2
+            if _covers(options, peak, {**out, o.name: mid}, headroom):
+                hi = mid
+            else:
+                lo = mid + 1
+        out[o.name] = hi
+    return out
 
 
 def decide(
@@ -273,74 +405,47 @@ def decide(
     if not obs.fresh:
         return _hold(now, current, variants, REASON_METRICS_STALE, obs.stale_reason or "metrics unavailable"), state
 
-    panic_s = float(spec.panic_window_seconds)
-    stable_s = panic_s * STABLE_WINDOWS_PER_PANIC
-    samples = [(t, r) for t, r in state.samples if t > now - stable_s] + [(now, obs.rps)]
-    stable = sum(r for _, r in samples) / len(samples)
-    recent = [r for t, r in samples if t > now - panic_s]
-    panic_rps = sum(recent) / len(recent)
-    panic_until = state.panic_until
-    if stable > 0 and panic_rps >= PANIC_RATIO * stable:
-        panic_until = now + stable_s
-    in_panic = now < panic_until
-    horizon_s = max((v.provisioning_s or 0.0 for v in variants), default=0.0)
-    forecast = forecaster.forecast(samples, horizon_s)
-    backlog_rps = obs.waiting / BACKLOG_DRAIN_S
-    demand = max(stable, panic_rps, obs.rps, forecast) + backlog_rps
+    demand = _demand(spec, variants, obs, state, forecaster)
     active = obs.rps > 0 or obs.held_requests > 0 or obs.in_flight > 0
     last_active = now if active else state.last_active
-
     learned = _corrections(variants, obs, state.corrections)
     corr = {v.name: learned.get(v.name, 1.0) for v in variants}
-
     blocked = {k: b for k, b in state.blocked_until.items() if b[0] > now}
-    notes: list[str] = []
     for v in variants:
         if v.unschedulable > 0 and v.name not in blocked:
             blocked[v.name] = (now + BLOCK_S, v.ready)
-    options: list[VariantOption] = []
-    for v in variants:
-        hi = v.max_replicas
-        if v.name in blocked:
-            hi = min(hi, max(v.min_replicas, blocked[v.name][1]))
-            notes.append(f"{v.name} has Unschedulable pods: capped at {hi} ready replicas")
-        elif v.pending > 0:
-            hi = min(hi, max(v.replicas, v.min_replicas))
-        cap = {}
-        if v.capacity is not None:
-            for b in obs.mix:
-                cap[b] = v.capacity.bucket(b).max_rps / corr[v.name]
-        options.append(VariantOption(v.name, _cost(v), v.gpus_per_replica, v.min_replicas, hi, cap))
+    notes: list[str] = []
+    by_bucket = _options(variants, obs, corr, blocked, notes)
+    options, servable = spread(by_bucket, obs.mix)
+    if obs.mix and servable < 1:
+        notes.append(f"{1 - servable:.1%} of requests are in buckets no variant serves within the SLO")
 
-    demand_by_bucket = {b: demand * s for b, s in obs.mix.items()}
+    # step 3: the optimum for the demand now
+    demand_by_bucket = {WHOLE_MIX: demand.total * servable} if servable > 0 else {}
     mix = solve(options, demand_by_bucket, headroom=headroom, gpu_budget=gpu_budget)
     target = dict(mix.replicas)
-
     idle_s = now - last_active if last_active is not None else math.inf
     may_zero = spec.scale_to_zero and not active and idle_s >= spec.idle_window_seconds
     cheapest = _cheapest_open(variants, options)
     if sum(target.values()) == 0 and not may_zero and cheapest is not None:
         target[cheapest] = 1
 
-    total = sum(current.values())
-    desired = dict(current)
-    reason = REASON_HOLD
-    down_recs: dict[str, list[tuple[float, int]]] = {}
+    # step 4: grow what is short, or give back what the window's peak does not need
     window_s = float(spec.scale_down_window_seconds)
+    peaks = _window_max(state.peaks, now, window_s, demand.total)
+    peak = max(r for _, r in peaks)
     asked = {o.name: min(current[o.name], o.hi) for o in options}
     short = not _covers(options, demand_by_bucket, asked, headroom)
     current_cost = sum(_cost(v) * current[v.name] for v in variants)
     cheaper = mix.unserved_rps == 0 and mix.cost_per_hour_usd < (1 - REMIX_SAVING) * current_cost
-    roomy = _covers(options, demand_by_bucket, asked, headroom / (1 - TOLERANCE))
-    # the optimum drops some replicas and adds none: they are left over from an earlier growth step
-    redundant = mix.unserved_rps == 0 and all(mix.replicas[k] <= n for k, n in asked.items()) and mix.replicas != asked
-    over = not short and (roomy or cheaper or redundant or not obs.mix)
     if short:
-        # grow what is there at the least cost: the replicas asked for stay, the solver adds to them
-        # (a from-scratch optimum would add a different mix and shed the old one a window later)
-        grown = [replace(o, lo=max(o.lo, min(asked[o.name], o.hi))) for o in options]
-        target = dict(solve(grown, demand_by_bucket, headroom=headroom, gpu_budget=gpu_budget).replicas)
-    over_since = (state.over_since if state.over_since is not None else now) if over else None
+        target = _growth(options, asked, mix, demand_by_bucket, headroom, gpu_budget)
+    since = state.since if state.since is not None else now
+    grown_at = {k: t for k, t in state.grown_at.items() if t > now - window_s}
+    last_shrink = state.last_shrink
+    total = sum(current.values())
+    desired = dict(current)
+    reason = REASON_HOLD
     if total == 0:
         if active and cheapest is not None:
             desired = {k: 0 for k in current}
@@ -354,53 +459,107 @@ def decide(
         desired = {k: 0 for k in current}
         reason = REASON_TO_ZERO
     else:
-        grew = shrank = False
-        downs: list[tuple[float, str, int]] = []
-        settled_window = over_since is not None and now - over_since >= window_s
         for v in variants:
             cur, want = current[v.name], target[v.name]
-            rec = want if over else max(want, cur)
-            recs = _window_max(state.down_recs.get(v.name, [(now, cur)]), now, window_s, rec)
-            down_recs[v.name] = recs
             if want > cur and (short or cheaper or cur < v.min_replicas):
                 desired[v.name] = min(want, cur + spec.max_scale_up_step)
-                grew = True
-            elif want < cur and not in_panic and settled_window:
-                settled = max(n for _, n in recs)
-                if settled < cur:
-                    downs.append((_cost(v), v.name, settled))
-        # most expensive replicas go first, and only as far as the remaining fleet still covers the need
-        for _, name, settled in sorted(downs, reverse=True):
-            for n in range(settled, current[name]):
-                trial = {**desired, name: n}
-                if _covers(options, demand_by_bucket, trial, headroom):
-                    desired[name] = n
-                    shrank = True
-                    break
-        if shrank:
-            over_since = now  # the next scale-down waits a whole window again
-        if grew:
-            reason = REASON_PANIC if in_panic else REASON_SCALE_UP
-        elif shrank:
-            reason = REASON_SCALE_DOWN
+                grown_at[v.name] = now
+        if desired != current:
+            reason = REASON_PANIC if demand.in_panic else REASON_SCALE_UP
+        elif _may_shrink(demand, variants, now - since, window_s, short):
+            peak_by_bucket = {WHOLE_MIX: peak * servable} if servable > 0 else {}
+            smaller = _shrunk(options, current, peak_by_bucket, headroom, set(grown_at))
+            if sum(smaller.values()) == 0 and not may_zero:  # one replica stays: the cheapest one there is
+                keep = min((v for v in variants if current[v.name] > 0), key=lambda v: (_cost(v), v.name))
+                smaller[keep.name] = 1
+            saving = sum(_cost(v) * (current[v.name] - smaller[v.name]) for v in variants)
+            quiet = last_shrink is None or now - last_shrink >= window_s
+            if saving > 0 and (saving >= TOLERANCE * current_cost or quiet):
+                desired, reason, last_shrink = smaller, REASON_SCALE_DOWN, now
     if mix.unserved_rps > 0 and reason in (REASON_HOLD, REASON_SCALE_UP, REASON_PANIC):
         notes.append(f"{mix.unserved_rps:.3g} req/s do not fit within the variants' bounds or the GPU budget")
         if reason == REASON_HOLD:
             reason = REASON_SLO_UNREACHABLE
     if blocked and reason in (REASON_SCALE_UP, REASON_PANIC):
         reason = REASON_UNSCHEDULABLE
-    cost = sum(_cost(v) * desired[v.name] for v in variants)
-    message = _message(reason, current, desired, demand, notes)
-    decision = Decision(
-        time=now,
+    decision = _decision(
+        obs, variants, by_bucket, demand, mix, target if short else None, corr, headroom, peak, forecaster,
+        current, desired, reason, notes,
+    )  # fmt: skip
+    new_state = PolicyState(
+        samples=demand.samples,
+        panic_until=demand.panic_until,
+        last_active=last_active,
+        peaks=peaks,
+        since=since,
+        grown_at=grown_at,
+        last_shrink=last_shrink,
+        blocked_until=blocked,
+        corrections=learned,
+    )
+    return decision, new_state
+
+
+def _growth(
+    options: Sequence[VariantOption],
+    asked: Mapping[str, int],
+    optimum: Mix,
+    demand: Mapping[Bucket, float],
+    headroom: float,
+    gpu_budget: int | None,
+) -> dict[str, int]:
+    """Step 4a: what a short fleet grows to. The replicas asked for stay (they serve now); what is added
+    is either the cheapest replicas to add to them, or what the optimum for the demand has beyond them
+    (the rest then goes by scale-down, dearest per request first), whichever leaves the cheaper fleet
+    once the spare replicas are gone. Adding the cheapest replica each time a little is missing would
+    pile up small GPUs that cost more per request than the one big one the optimum buys."""
+    grown = [replace(o, lo=max(o.lo, min(asked[o.name], o.hi))) for o in options]
+    # additions come from the variants the optimum uses: each other type added for a sliver of demand is
+    # a replica the next scale-down gives back, and a cold start spent on it
+    kept = [o if optimum.replicas.get(o.name) else replace(o, hi=o.lo) for o in grown]
+    added = solve(kept, demand, headroom=headroom, gpu_budget=gpu_budget)
+    if added.unserved_rps > optimum.unserved_rps:
+        added = solve(grown, demand, headroom=headroom, gpu_budget=gpu_budget)
+    if optimum.unserved_rps == 0 and optimum.cost_per_hour_usd < (1 - TOLERANCE) * added.cost_per_hour_usd:
+        return {k: max(n, asked[k]) for k, n in optimum.replicas.items()}
+    return dict(added.replicas)
+
+
+def _may_shrink(demand: Demand, variants: Sequence[VariantState], seen_s: float, window_s: float, short: bool) -> bool:
+    """Not in panic, not short, nothing starting (make before break: a re-mix's old replicas stay until
+    the new ones serve), and a whole window observed (a restarted autoscaler without its state must not
+    give back what the last window needed)."""
+    starting = any(v.pending > v.unschedulable for v in variants)
+    return not demand.in_panic and not short and not starting and seen_s >= window_s
+
+
+def _decision(
+    obs: Observation,
+    variants: Sequence[VariantState],
+    options: Sequence[VariantOption],
+    demand: Demand,
+    mix: Mix,
+    grown: Mapping[str, int] | None,
+    corr: Mapping[str, float],
+    headroom: float,
+    peak: float,
+    forecaster: Forecaster,
+    current: dict[str, int],
+    desired: dict[str, int],
+    reason: str,
+    notes: list[str],
+) -> Decision:
+    """Step 5: the record of the decision: inputs, formula terms, chosen mix, cost, reason."""
+    return Decision(
+        time=obs.time,
         reason=reason,
         desired=desired,
         changed=desired != current,
-        message=message,
+        message=_message(reason, current, desired, demand.total, notes),
         inputs={
             "requestsPerSecond": round(obs.rps, 4),
-            "stableRps": round(stable, 4),
-            "panicRps": round(panic_rps, 4),
+            "stableRps": round(demand.stable, 4),
+            "panicRps": round(demand.panic, 4),
             "heldRequests": obs.held_requests,
             "inFlight": obs.in_flight,
             "waiting": obs.waiting,
@@ -412,33 +571,24 @@ def decide(
             "provisioningSeconds": {v.name: v.provisioning_s for v in variants if v.provisioning_s is not None},
         },
         terms={
-            "demandRps": round(demand, 4),
-            "forecastRps": round(forecast, 4),
-            "backlogRps": round(backlog_rps, 4),
+            "demandRps": round(demand.total, 4),
+            "forecastRps": round(demand.forecast, 4),
+            "backlogRps": round(demand.backlog, 4),
+            "windowPeakRps": round(peak, 4),
             "forecaster": forecaster.name,
-            "horizonSeconds": round(horizon_s, 1),
-            "panic": in_panic,
+            "horizonSeconds": round(demand.horizon_s, 1),
+            "panic": demand.in_panic,
             "headroom": headroom,
             "capacityRpsPerReplica": {o.name: _replica_rps(o, obs.mix) for o in options},
-            "correction": corr,
+            "correction": dict(corr),
             "maxReplicas": {o.name: o.hi for o in options},
             "solverMix": mix.replicas,
-            **({"grownMix": target} if short else {}),
+            **({"grownMix": dict(grown)} if grown is not None else {}),
             "unservedRps": mix.unserved_rps,
         },
         mix=desired,
-        cost_per_hour_usd=cost,
+        cost_per_hour_usd=sum(_cost(v) * desired[v.name] for v in variants),
     )
-    new_state = PolicyState(
-        samples=samples,
-        panic_until=panic_until,
-        last_active=last_active,
-        down_recs=down_recs or state.down_recs,
-        blocked_until=blocked,
-        over_since=over_since,
-        corrections=learned,
-    )
-    return decision, new_state
 
 
 def _replica_rps(o: VariantOption, mix: Mapping[Bucket, float]) -> float:

@@ -29,14 +29,14 @@ from headway.autoscaler.capacity import BucketCapacity, CapacityProfile, GpuCapa
 from headway.sim.profiles import PRESETS, GpuProfile
 from headway.sim.sweep import RequestRecord, SweepPoint, run_load, summarize
 
-DEFAULT_INPUTS = (256, 1024, 4096)
+DEFAULT_INPUTS = (256, 1024, 2048, 4096)
 DEFAULT_OUTPUTS = (64, 256)
 _MIN_RPS = 0.05
 _MAX_RPS = 512.0
-_SPAN_S = 30.0
+_SPAN_S = 60.0
 """Seconds of arrivals per trial (at least `_MIN_REQUESTS`): long enough to reach steady state."""
-_MIN_REQUESTS = 120
-_MAX_REQUESTS = 600
+_MIN_REQUESTS = 300
+_MAX_REQUESTS = 1500
 _BISECT_STEPS = 4
 _OVERLOAD = (1.5, 2.0)
 
@@ -153,7 +153,13 @@ def build_profile(
             prof = PRESETS[name].scaled(tp) if tp > 1 else PRESETS[name]
             buckets = [sweep_bucket(prof, i, o, slo) for i in inputs for o in outputs]
             entries.append(
-                GpuCapacity(gpu=name, tensor_parallel=tp, cost_per_hour_usd=prof.cost_per_hour_usd, buckets=buckets)
+                GpuCapacity(
+                    gpu=name,
+                    tensor_parallel=tp,
+                    cost_per_hour_usd=prof.cost_per_hour_usd,
+                    buckets=buckets,
+                    simulator=prof.model_dump(),
+                )
             )
     return CapacityProfile(
         model=model, source="headway simulator latency model (sim/profiles.py)", slo=slo, gpus=entries

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from headway.sim.blocks import HashAlgo
+from headway.sim.profiles import PRESETS
 
 
 class KvEventsConfig(BaseModel, frozen=True, extra="ignore"):
@@ -45,7 +46,9 @@ class SimConfig(BaseModel, frozen=True, extra="forbid"):
     lora_modules: tuple[tuple[str, str], ...] = Field(default=(), description="Adapters loaded at start.")
     enable_prompt_tokens_details: bool = False
     kv_events: KvEventsConfig = Field(default_factory=KvEventsConfig)
-    gpu_profile: str = Field("H100", description="H100, A100, L4, or a profile file (YAML/JSON).")
+    gpu_profile: str = Field(
+        "H100", description=f"{', '.join(PRESETS)}, or a profile file (YAML/JSON) with the same fields."
+    )
     kv_cache_blocks: int | None = Field(None, ge=1, description="KV blocks (default: from the GPU profile).")
     time_scale: float = Field(1.0, gt=0, description="Run this many times faster than real time.")
     seed: int = Field(0, description="Seed of the sampled output tokens.")

@@ -33,7 +33,7 @@ from headway.sim.profiles import GpuProfile
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a request is itself, never equal to another with the same fields
 class Request:
     """One sequence (n=1) from admission to finish; `tokens` grows as output is sampled."""
 

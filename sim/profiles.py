@@ -1,20 +1,32 @@
 """GPU performance profiles: how long an engine step takes and how many tokens of KV cache fit.
 
 The presets model a Llama-3-8B-class dense model (8.0 B parameters, bf16, 32 layers, 8 KV heads of
-128 dims, so 128 KiB of KV per token) on one GPU, from public spec-sheet numbers:
+128 dims, so 128 KiB of KV per token) on one GPU served by vLLM with its defaults for that GPU. A step costs
 
-| GPU      | HBM   | bandwidth | dense bf16 | weights read per decode step | prefill at 50% MFU |
-|----------|-------|-----------|------------|------------------------------|--------------------|
-| H100 SXM | 80 GB | 3.35 TB/s | 989 TFLOPS | 16 GB / 3.35 TB/s = 4.8 ms   | 2·8e9 / 495e12 = 32 µs/token  |
-| A100 SXM | 80 GB | 2.04 TB/s | 312 TFLOPS | 16 GB / 2.04 TB/s = 7.8 ms   | 2·8e9 / 156e12 = 103 µs/token |
-| L4       | 24 GB | 0.30 TB/s | 121 TFLOPS | 16 GB / 0.30 TB/s = 53 ms    | 2·8e9 / 60e12 = 264 µs/token  |
+    step_overhead_s + prefill_tokens·prefill_s_per_token + decode_seqs·decode_s_per_seq
+                    + context_tokens·kv_read_s_per_token
 
-A step costs `step_overhead_s + prefill_tokens·prefill_s_per_token + decode_seqs·decode_s_per_seq
-+ context_tokens·kv_read_s_per_token` where the last term is the KV cache each decoding sequence reads
-(128 KiB per token over the GPU's bandwidth). KV capacity is `(HBM·0.9 − weights − 2 GB activations)`
-over 128 KiB: H100/A100 ≈ 54 GB → 420k tokens; L4 ≈ 3.6 GB → 27k tokens. Tensor parallelism divides
-step time by `tp**0.85` and multiplies KV capacity by `tp` (weights shard; communication costs the rest).
-A custom profile is a YAML/JSON file with the same fields.
+Calibrated (2026-12) against the decode step times and prefill throughputs that Vidur's measured per-operator
+profiles give for H100 and A100 (microsoft/vidur, MIT; extended to the other GPUs by bandwidth and compute
+ratios), then against the measured serving runs in `headway.sim.calibration`, which its test replays:
+
+| GPU     | step_overhead | prefill     | KV read per token       | per decoding seq | KV tokens | chunk, seqs |
+|---------|---------------|-------------|-------------------------|------------------|-----------|-------------|
+| H100    | 6.3 ms        | 23.5 µs/tok | 128 KiB / (3.35 TB/s·0.8) | 35 µs          | 412k      | 8192, 1024  |
+| A100    | 10.5 ms       | 76 µs/tok   | 128 KiB / (2.04 TB/s·0.8) | 69 µs          | 412k      | 2048, 256   |
+| A100-40 | 13.8 ms       | 76 µs/tok   | 128 KiB / (1.555 TB/s·0.8)| 69 µs          | 137k      | 2048, 256   |
+| L40S    | 23.3 ms       | 70 µs/tok   | 128 KiB / (864 GB/s·0.8)  | 74 µs          | 192k      | 2048, 256   |
+| A10G    | 30 ms         | 323 µs/tok  | 128 KiB / (600 GB/s·0.8)  | 298 µs         | 27k       | 2048, 256   |
+| L4      | 65 ms         | 227 µs/tok  | 128 KiB / (300 GB/s·0.8)  | 231 µs         | 27k       | 2048, 256   |
+
+The overhead is mostly the weights read once per step (16 GB over the bandwidth at 70-80% efficiency); the
+per-sequence and KV terms give the slope of step time with batch size (Vidur: H100 9.7 → 28.7 ms from 32 to
+256 sequences at 1024 tokens of context). KV capacity is `(HBM·0.9 − 16 GB weights − 2 GB activations)` over
+128 KiB. "chunk, seqs" are vLLM's API-server defaults of `max_num_batched_tokens` and `max_num_seqs`: 8192
+and 1024 on GPUs of 70 GiB or more except A100s, else 2048 and 256 (vllm/engine/arg_utils.py). Prices are the
+default price set's (`headway.sim.prices`). Prefill cost is linear in tokens (attention's quadratic share is
+small below 8k tokens for an 8B model); tensor parallelism divides step time by `tp**0.85` and multiplies KV
+capacity by `tp`. A custom profile is a YAML/JSON file with the same fields.
 """
 
 from __future__ import annotations
@@ -25,6 +37,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field
 
+from headway.sim.prices import DEFAULT_PRICE_SET, PRICE_SETS
+
 
 class GpuProfile(BaseModel, frozen=True, extra="forbid"):
     name: str
@@ -34,6 +48,8 @@ class GpuProfile(BaseModel, frozen=True, extra="forbid"):
     kv_read_s_per_token: float = Field(ge=0, description="Cost of reading one token of KV cache while decoding.")
     kv_cache_tokens: int = Field(ge=1, description="Tokens of KV cache that fit on one GPU.")
     cost_per_hour_usd: float = Field(0.0, ge=0, description="Indicative on-demand price of one GPU.")
+    max_num_batched_tokens: int = Field(2048, ge=1, description="vLLM's default token budget per step on this GPU.")
+    max_num_seqs: int = Field(256, ge=1, description="vLLM's default of running sequences on this GPU.")
 
     def scaled(self, tensor_parallel: int) -> GpuProfile:
         speedup = tensor_parallel**0.85
@@ -49,35 +65,41 @@ class GpuProfile(BaseModel, frozen=True, extra="forbid"):
 
 
 _KV_BYTES_PER_TOKEN = 128 * 1024
+_BANDWIDTH_EFFICIENCY = 0.8
+
+
+def _preset(
+    name: str,
+    overhead_ms: float,
+    prefill_us: float,
+    bandwidth_tb_s: float,
+    per_seq_us: float,
+    kv_tokens: int,
+    large: bool = False,
+) -> GpuProfile:
+    return GpuProfile(
+        name=name,
+        step_overhead_s=overhead_ms / 1e3,
+        prefill_s_per_token=prefill_us / 1e6,
+        decode_s_per_seq=per_seq_us / 1e6,
+        kv_read_s_per_token=_KV_BYTES_PER_TOKEN / (bandwidth_tb_s * 1e12 * _BANDWIDTH_EFFICIENCY),
+        kv_cache_tokens=kv_tokens,
+        cost_per_hour_usd=PRICE_SETS[DEFAULT_PRICE_SET].price(name),
+        max_num_batched_tokens=8192 if large else 2048,
+        max_num_seqs=1024 if large else 256,
+    )
+
 
 PRESETS: dict[str, GpuProfile] = {
-    "H100": GpuProfile(
-        name="H100",
-        step_overhead_s=0.0048,
-        prefill_s_per_token=32e-6,
-        decode_s_per_seq=40e-6,
-        kv_read_s_per_token=_KV_BYTES_PER_TOKEN / 3.35e12,
-        kv_cache_tokens=420_000,
-        cost_per_hour_usd=4.0,
-    ),
-    "A100": GpuProfile(
-        name="A100",
-        step_overhead_s=0.0078,
-        prefill_s_per_token=103e-6,
-        decode_s_per_seq=60e-6,
-        kv_read_s_per_token=_KV_BYTES_PER_TOKEN / 2.04e12,
-        kv_cache_tokens=420_000,
-        cost_per_hour_usd=2.5,
-    ),
-    "L4": GpuProfile(
-        name="L4",
-        step_overhead_s=0.053,
-        prefill_s_per_token=264e-6,
-        decode_s_per_seq=150e-6,
-        kv_read_s_per_token=_KV_BYTES_PER_TOKEN / 0.30e12,
-        kv_cache_tokens=27_000,
-        cost_per_hour_usd=0.8,
-    ),
+    p.name: p
+    for p in (
+        _preset("H100", 6.3, 23.5, 3.35, 35, 412_000, large=True),
+        _preset("A100", 10.5, 76, 2.04, 69, 412_000),
+        _preset("A100-40", 13.8, 76, 1.555, 69, 137_000),
+        _preset("L40S", 23.3, 70, 0.864, 74, 192_000),
+        _preset("A10G", 30.0, 323, 0.600, 298, 27_000),
+        _preset("L4", 65.0, 227, 0.300, 231, 27_000),
+    )
 }
 
 

@@ -21,6 +21,7 @@ from kubernetes import client as k8s
 
 from headway.api.labels import CONDITION_SCALING_ACTIVE, POOL_LABEL, VARIANT_LABEL
 from headway.autoscaler.capacity import BucketCapacity, CapacityProfile, GpuCapacity, LatencyPoint, Slo
+from headway.autoscaler.lease import LeaderElector
 from headway.devenv import procs
 from headway.devenv.cluster import LocalCluster
 from headway.devenv.controlplane import OperatorProcess, pool_manifest, service_account_kubeconfig
@@ -288,7 +289,7 @@ def test_a_load_ramp_breaks_the_slo_and_the_scaled_pool_meets_it_again(
     autoscaler: Callable[..., Autoscaler],
     why: Callable[[], str],
 ) -> None:
-    """Engines slow enough to queue (an L4 simulator at 0.15× speed running at most 2 sequences serves about
+    """Engines slow enough to queue (an L4 simulator at 0.18× speed running at most 2 sequences serves about
     2 req/s, as the test profile says): 5 req/s on one replica queues requests past the 1.5 s TTFT target
     while new replicas start; the autoscaler must read the breach from the engines' own histograms, grow
     the pool, and read the SLO met again under the same load."""
@@ -297,7 +298,7 @@ def test_a_load_ramp_breaks_the_slo_and_the_scaled_pool_meets_it_again(
         core,
         namespace,
         why,
-        engine_args=["--gpu-profile", "L4", "--time-scale", "0.15", "--max-num-seqs", "2"],
+        engine_args=["--gpu-profile", "L4", "--time-scale", "0.18", "--max-num-seqs", "2"],
         slo={"ttftSeconds": 1.5, "itlSeconds": 1.0, "attainment": 0.9},
         scaleDownWindowSeconds=300,
     )
@@ -503,3 +504,18 @@ def test_only_the_lease_holder_decides_and_a_successor_takes_over(
         lambda: autoscaling(crd, namespace)["decision"]["time"] != before, timeout_s=15, what="the successor decides"
     )
     assert f"pool {namespace}/tiny" in second.log.read_text()
+
+
+def test_a_lease_is_timed_by_the_injected_clock(crd: LocalCluster, namespace: str) -> None:
+    """The Lease's renew time is written and compared on the autoscaler's clock: a holder silent for a lease
+    duration of that clock is replaced, with no wall-clock wait."""
+    api, now = crd.api_client(), [1_900_000_000.0]
+    a = LeaderElector(api, namespace, "a", 30, clock=lambda: now[0])
+    b = LeaderElector(api, namespace, "b", 30, clock=lambda: now[0])
+    assert a.try_acquire() and not b.try_acquire()
+    lease = k8s.CoordinationV1Api(api).read_namespaced_lease("headway-autoscaler", namespace)
+    assert lease.spec.holder_identity == "a" and lease.spec.renew_time.timestamp() == pytest.approx(now[0])
+    now[0] += 20
+    assert a.try_acquire() and not b.try_acquire()  # renewed within the duration
+    now[0] += 31
+    assert b.try_acquire() and not a.try_acquire()

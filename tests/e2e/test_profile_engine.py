@@ -7,6 +7,7 @@ from pathlib import Path
 from headway.autoscaler.capacity import load_profile
 from headway.devenv import procs
 from headway.devenv.engines import sim_argv
+from headway.sim.profiles import PRESETS
 from tests.conftest import run_cli
 from tests.e2e.fleet import wait_http
 
@@ -18,7 +19,7 @@ def test_profile_of_a_running_engine_has_a_capacity_within_the_slo(tmp_path: Pat
     try:
         wait_http(f"http://127.0.0.1:{port}/health")
         out = tmp_path / "profile.json"
-        # L4 steps take ≥ 53 ms / 4 ≈ 13 ms, so an ITL target of 5 ms can never be met: capacity 0
+        # L4 steps take ≥ 65 ms / 4 ≈ 16 ms, so an ITL target of 5 ms can never be met: capacity 0
         for itl_s, want_capacity in (("0.2", True), ("0.005", False)):
             r = run_cli(
                 "profile", "-o", str(out), "--engine-url", f"http://127.0.0.1:{port}", "--model", "tiny",
@@ -28,7 +29,7 @@ def test_profile_of_a_running_engine_has_a_capacity_within_the_slo(tmp_path: Pat
             assert r.returncode == 0, r.stderr[-2000:]
             (gpu,) = load_profile(out).gpus
             (bucket,) = gpu.buckets
-            assert gpu.gpu == "L4" and gpu.cost_per_hour_usd == 0.8
+            assert gpu.gpu == "L4" and gpu.cost_per_hour_usd == PRESETS["L4"].cost_per_hour_usd
             assert (bucket.max_rps >= 2) is want_capacity, bucket
             assert all(p.itl_s > 0.005 for p in bucket.points)
     finally:

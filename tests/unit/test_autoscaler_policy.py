@@ -132,10 +132,39 @@ def test_cheapest_variant_grows_first_and_the_big_one_takes_high_load() -> None:
     assert d.desired["a100"] == 3
 
 
-def test_pending_pods_block_further_growth_of_their_variant() -> None:
+def test_starting_pods_count_as_capacity_and_their_variant_keeps_growing() -> None:
+    # 80 req/s at 10 per A100: 8 needed; 2 ready and 2 starting count, the step of 4 adds the rest
     v = a100(4, ready=2, pending=2)
     d, _ = decide(SPEC, [v], obs(0, 80.0), PolicyState())
-    assert d.desired == {"a100": 4}
+    assert d.desired == {"a100": 8}
+    # sized: the starting pods are not asked for again, nor is the queue they were asked to drain
+    d, _ = decide(SPEC, [a100(8, ready=4, pending=4)], obs(15, 80.0, waiting=600.0), PolicyState())
+    assert d.desired == {"a100": 8} and d.terms["backlogRps"] == 0
+    d, _ = decide(SPEC, [a100(8)], obs(15, 80.0, waiting=600.0), PolicyState())
+    assert d.desired == {"a100": 9} and d.terms["backlogRps"] == 10  # 600 queued over 60 s: 10 req/s more
+
+
+def test_a_shrinking_fleet_gives_back_the_dearest_capacity_per_request_and_keeps_the_window_peak() -> None:
+    # 30 req/s on 3 A100s ($0.25 per req/s) and 8 L4s ($0.53 per req/s), then 20 req/s: after a window the
+    # L4s go first (the A100s alone serve the window's peak of 30), then an A100 once the 30 has left it
+    f = Fleet([l4(8), a100(3)])
+    for t in range(0, 60, 15):
+        f.tick(obs(t, 30.0))
+    downs = [
+        (t, d.desired) for t in range(60, 400, 15) if (d := f.tick(obs(t, 20.0))).reason == policy.REASON_SCALE_DOWN
+    ]
+    assert downs and downs[0][0] >= SPEC.scale_down_window_seconds
+    assert downs[0][1] == {"l4": 0, "a100": 3} and f.history[-1] == {"l4": 0, "a100": 2}
+
+
+def test_a_variant_that_just_grew_is_not_shrunk_within_the_window() -> None:
+    f = Fleet([l4(0), a100(2)])
+    for t in range(0, 150, 15):
+        f.tick(obs(t, 20.0))
+    d = f.tick(obs(150, 21.0))  # a little more: the cheapest addition is one L4
+    assert d.desired == {"l4": 1, "a100": 2}
+    history = [f.tick(obs(t, 20.0)).desired for t in range(165, 150 + SPEC.scale_down_window_seconds, 15)]
+    assert all(h["l4"] == 1 for h in history)
 
 
 def test_unschedulable_pods_move_growth_to_another_variant_and_say_why() -> None:
@@ -205,12 +234,20 @@ def test_replicas_of_multi_gpu_variants_keep_whole_gangs() -> None:
     assert d.desired["a100"] * 4 <= 10 and d.terms["solverMix"]["a100"] == 2
 
 
-def test_growth_adds_the_cheapest_replicas_to_the_fleet_instead_of_reshuffling_it() -> None:
-    # from scratch, 3 A100s ($7.50) serve 27 req/s best; growing the fleet that is there, two more L4s
-    # ($1.60) beat one more A100 ($2.50), and nothing is asked to start only to shed a replica later
-    d, _ = decide(SPEC, [l4(3), a100(2)], obs(0, 27.0), PolicyState())
-    assert d.desired == {"l4": 5, "a100": 2} and d.reason == policy.REASON_SCALE_UP
-    assert d.terms["grownMix"] == d.desired and d.terms["solverMix"] == {"l4": 0, "a100": 3}
+def test_growth_heads_for_the_cheapest_fleet_to_keep_and_the_spare_replicas_go_after_the_window() -> None:
+    # 27 req/s on 3 L4s and 2 A100s: two more L4s ($1.60) are the cheapest addition, but the fleet to keep
+    # is 3 A100s ($7.50 against $9.00 for 5 L4s and 2 A100s); the A100 comes, no L4 is started, and the
+    # L4s (dearest per request) go once a window has been seen
+    f = Fleet([l4(3), a100(2)])
+    d = f.tick(obs(0, 27.0))
+    assert d.desired == {"l4": 3, "a100": 3} and d.reason == policy.REASON_SCALE_UP
+    assert d.terms["solverMix"] == {"l4": 0, "a100": 3} and d.terms["grownMix"] == d.desired
+    for t in range(15, 200, 15):
+        d = f.tick(obs(t, 27.0))
+    assert f.history[-1] == {"l4": 0, "a100": 3}
+    # when the optimum is not cheaper to keep, the cheapest replicas are added to what is there
+    d, _ = decide(SPEC, [l4(0), a100(2)], obs(0, 21.0), PolicyState())
+    assert d.desired == {"l4": 1, "a100": 2}
 
 
 def test_replicas_left_over_from_growth_go_after_the_window() -> None:
