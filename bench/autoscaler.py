@@ -456,12 +456,9 @@ def _call(job: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]) -> An
     return fn(*args, **kwargs)
 
 
-def _first(pair: tuple[Run, Any]) -> Run:
-    return pair[0]
-
-
 def _headway_run(*args: Any, **kwargs: Any) -> Run:
-    return _first(run_headway(*args, **kwargs))
+    """`run_headway` without its decisions: what a frontier keeps of a setting."""
+    return run_headway(*args, **kwargs)[0]
 
 
 def main() -> None:
