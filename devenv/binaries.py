@@ -16,7 +16,17 @@ from headway.devenv.paths import REPO_ROOT, cache_dir
 
 TOOLS_DIR = REPO_ROOT / "hack" / "tools"
 _GIE_MOD = TOOLS_DIR / "gie" / "go.mod"
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm")
+BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+    "helm",
+    "prometheus",
+    "promtool",
+)
 
 
 class BinariesError(RuntimeError):

@@ -35,6 +35,7 @@ from headway.api.modelpool import KIND, ModelPoolSpec
 from headway.devenv import procs
 from headway.devenv.chart import install, local_values, restricted_namespace, values_file
 from headway.devenv.cluster import LocalCluster
+from headway.devenv.monitors import chart_engine_jobs
 from headway.devenv.paths import REPO_ROOT, state_dir
 from headway.devenv.services import PrometheusServer, RedisServer
 from headway.devenv.tinymodel import tiny_model_dir
@@ -151,43 +152,44 @@ def _ready(pod: Any) -> bool:
 
 
 def scrape_targets(core: k8s.CoreV1Api, cfg: DemoConfig) -> list[dict[str, Any]]:
-    """Prometheus file_sd target groups: what the chart's ServiceMonitors and engine PodMonitor select,
-    with the same labels (namespace, pod, and pool/variant on engines)."""
+    """Prometheus file_sd target groups: what the chart's ServiceMonitors select, with the same labels
+    (namespace, pod). They discover through EndpointSlices, which stay empty on this cluster; the engines'
+    PodMonitor is Prometheus' own job (headway.devenv.monitors)."""
     groups = []
-    selectors = [
-        (cfg.namespace, f"app.kubernetes.io/instance={cfg.release},{CONTROL_PLANE_LABEL}"),
-        (cfg.pools_namespace, ENGINE_LABEL),
-    ]
-    for ns, selector in selectors:
-        for pod in core.list_namespaced_pod(ns, label_selector=selector).items:
-            if not _ready(pod):
-                continue
-            ports = {p.name: p.container_port for c in pod.spec.containers for p in c.ports or []}
-            port = ports.get("metrics") or ports.get("http")
-            if port is None:
-                continue
-            labels = pod.metadata.labels or {}
-            target_labels = {"namespace": ns, "pod": pod.metadata.name}
-            if ENGINE_LABEL in labels:
-                target_labels |= {"job": "engines", "pool": labels[POOL_LABEL], "variant": labels[VARIANT_LABEL]}
-            else:
-                target_labels["job"] = labels.get("app.kubernetes.io/component", "headway")
-            groups.append({"targets": [f"{pod.status.pod_ip}:{port}"], "labels": target_labels})
+    selector = f"app.kubernetes.io/instance={cfg.release},{CONTROL_PLANE_LABEL}"
+    for pod in core.list_namespaced_pod(cfg.namespace, label_selector=selector).items:
+        if not _ready(pod):
+            continue
+        ports = {p.name: p.container_port for c in pod.spec.containers for p in c.ports or []}
+        port = ports.get("metrics") or ports.get("http")
+        if port is None:
+            continue
+        labels = pod.metadata.labels or {}
+        target_labels = {
+            "namespace": cfg.namespace,
+            "pod": pod.metadata.name,
+            "job": labels.get("app.kubernetes.io/component", "headway"),
+        }
+        groups.append({"targets": [f"{pod.status.pod_ip}:{port}"], "labels": target_labels})
     return groups
 
 
-def prometheus_for(directory: Path, targets_file: Path, interval_s: float, port: int = 0) -> PrometheusServer:
-    """The operator reports each pool's own `namespace` label; honor_labels keeps it, as the chart's
-    ServiceMonitor does, instead of renaming it to exported_namespace."""
+def prometheus_for(
+    directory: Path, targets_file: Path, cfg: DemoConfig, kubeconfig: Path, port: int = 0
+) -> PrometheusServer:
+    """The control plane from a target file, and the engines as the chart's PodMonitor has Prometheus
+    discover them. The operator reports each pool's own `namespace` label; honor_labels keeps it, as the
+    chart's ServiceMonitor does, instead of renaming it to exported_namespace."""
     targets_file.write_text("[]")
     scrape = [
         {
             "job_name": "headway",
             "honor_labels": True,
             "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "1s"}],
-        }
+        },
+        *chart_engine_jobs(kubeconfig, cfg.scrape_interval_s, cfg.release, cfg.namespace),
     ]
-    return PrometheusServer(directory, scrape, port=port, rule_files=(RULES,), scrape_interval_s=interval_s)
+    return PrometheusServer(directory, scrape, port=port, rule_files=(RULES,), scrape_interval_s=cfg.scrape_interval_s)
 
 
 async def _traffic(gateway: str, models: list[str], cfg: DemoConfig, progress: Progress, stats: TrafficStats) -> None:
@@ -290,7 +292,7 @@ def run_demo(
     progress("redis and prometheus")
     redis = RedisServer(directory / "redis", port=redis_port).start()
     targets = directory / "prometheus-targets.json"
-    prometheus = prometheus_for(directory / "prometheus", targets, cfg.scrape_interval_s, prometheus_port).start()
+    prometheus = prometheus_for(directory / "prometheus", targets, cfg, cluster.kubeconfig, prometheus_port).start()
     services = DemoServices(redis, prometheus)
     try:
         progress(f"helm install {cfg.release} into {cfg.namespace} (PodSecurity restricted)")

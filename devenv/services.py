@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from headway.devenv import procs
+from headway.devenv.binaries import ensure_binaries
 
 
 class ServiceError(RuntimeError):
@@ -118,7 +119,7 @@ class PrometheusServer:
         }
 
     def start(self, timeout_s: float = 30.0) -> PrometheusServer:
-        binary = _which("prometheus")
+        binary = ensure_binaries().path("prometheus")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = self.port or procs.free_port()
         cfg = self.directory / "prometheus.yml"

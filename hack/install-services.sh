@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests and demo start by themselves (redis-server, prometheus),
-# without letting the packages start their own system services: headway starts private instances
+# Installs the Debian package the tests and demo start by themselves (redis-server; Prometheus is built
+# from its Go module with the cluster binaries, for its Kubernetes service discovery),
+# without letting the package start its own system service: headway starts private instances
 # on free 127.0.0.1 ports with throwaway data directories.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
-command -v prometheus >/dev/null || missing+=(prometheus)
-command -v promtool >/dev/null || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""

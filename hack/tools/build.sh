@@ -51,6 +51,18 @@ if need helm; then
   go build -trimpath -ldflags "-s -w $hv" -o "$bin/helm" helm.sh/helm/v3/cmd/helm
 fi
 
+# Prometheus and promtool from their own module (hack/tools/prometheus): its dependencies stay out of the
+# Kubernetes build's module graph.
+prom() { (cd "$here/prometheus" && go "$@"); }
+if need prometheus promtool; then
+  prom_version="$(prom list -m -f '{{.Version}}' github.com/prometheus/prometheus)"
+  say "prometheus $prom_version"
+  pv="-X 'github.com/prometheus/common/version.Version=$prom_version'"
+  for b in prometheus promtool; do
+    prom build -trimpath -ldflags "-s -w $pv" -o "$bin/$b" "github.com/prometheus/prometheus/cmd/$b"
+  done
+fi
+
 # The kwok stage definitions ship inside the kwok module; copy them next to the binaries.
 if [ ! -d "$bin/kwok-stages" ]; then
   src="$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import math
 import os
 import sys
@@ -25,6 +24,7 @@ from headway.autoscaler.lease import LeaderElector
 from headway.devenv import procs
 from headway.devenv.cluster import LocalCluster
 from headway.devenv.controlplane import OperatorProcess, pool_manifest, service_account_kubeconfig
+from headway.devenv.monitors import chart_engine_jobs
 from headway.devenv.services import PrometheusServer
 from headway.devenv.tinymodel import tiny_model_dir
 from tests.conftest import eventually
@@ -396,37 +396,19 @@ def test_prometheus_down_holds_the_size_with_a_reason_and_resumes(
     gateway: str,
     autoscaler: Callable[..., Autoscaler],
     prometheus_factory: Callable[..., PrometheusServer],
-    tmp_path: Path,
     why: Callable[[], str],
 ) -> None:
-    targets = tmp_path / "targets.json"
-    targets.write_text("[]")
-    prom = prometheus_factory([{"job_name": "engines", "file_sd_configs": [{"files": [str(targets)]}]}])
-
-    def publish_targets() -> None:
-        """What Prometheus' Kubernetes service discovery and relabelling would give: every pod of the pool,
-        labelled with its namespace, pool and variant (refreshed as pods come and go)."""
-        groups = [
-            {
-                "targets": [f"{p.status.pod_ip}:8000"],
-                "labels": {"namespace": namespace, "pool": "tiny", "variant": p.metadata.labels[VARIANT_LABEL]},
-            }
-            for p in core.list_namespaced_pod(namespace, label_selector=POOL_LABEL).items
-            if p.status.pod_ip and not p.metadata.deletion_timestamp
-        ]
-        targets.write_text(json.dumps(groups))
-
-    discovery_stop = threading.Event()
-
-    def discover() -> None:
-        while not discovery_stop.wait(1.0):
-            publish_targets()
-
-    discovery = threading.Thread(target=discover, daemon=True)
-
+    """Prometheus scrapes the engines as the chart's PodMonitor tells it (generated as the Prometheus
+    Operator does, discovering pods through the API server): the namespace, pool and variant labels the
+    autoscaler reads are the chart's relabelling at work, not a test's."""
+    prom = prometheus_factory(chart_engine_jobs(crd.kubeconfig, interval_s=1.0))
     start_l4_pool(crd, core, namespace, why, scaleDownWindowSeconds=600)
-    publish_targets()
-    discovery.start()
+    eventually(
+        lambda: prom.query(f'vllm:num_requests_running{{namespace="{namespace}",pool="tiny",variant="l4"}}'),
+        timeout_s=60,
+        what="the engine scraped under the PodMonitor's labels",
+        explain=why,
+    )
     autoscaler("--prometheus-url", prom.url)
     eventually(
         lambda: (c := scaling_active(crd, namespace)) and c["status"] == "True", timeout_s=60, what="scaling active"
@@ -441,8 +423,6 @@ def test_prometheus_down_holds_the_size_with_a_reason_and_resumes(
         assert desired(crd, namespace) == {"l4": 1}, "scaled on stale metrics"
         prom.start()
         eventually(lambda: desired(crd, namespace).get("l4", 0) >= 3, timeout_s=90, what="scaling resumed", explain=why)
-    discovery_stop.set()
-    discovery.join(timeout=5)
     assert scaling_active(crd, namespace)["status"] == "True"
 
 

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from headway.devenv.binaries import ensure_binaries
 from headway.devenv.chart import autoscaler_available, helm
 from headway.devenv.cluster import LocalCluster
 from headway.devenv.demo import RULES, DemoConfig, DemoServices, DemoSummary, run_demo
@@ -94,10 +95,14 @@ def test_demo_serves_both_sample_pools_through_the_helm_installed_gateway(
 def test_prometheus_scrapes_every_component_and_engine(demo: tuple[DemoSummary, DemoServices, DemoConfig]) -> None:
     _, services, cfg = demo
     up = {(r["metric"]["job"], r["metric"]["pod"]): r["value"][1] for r in services.prometheus.query("up")}
-    jobs = {job for job, _ in up}
-    assert jobs == {"operator", "gateway", "kvcache", "engines", *(["autoscaler"] if cfg.autoscaler else [])}, up
+    components = {"operator", "gateway", "kvcache", *(["autoscaler"] if cfg.autoscaler else [])}
+    engine_jobs = {job for job, _ in up} - components
+    # the engines' job is the chart's PodMonitor (<release>-headway-engines), named as the Prometheus
+    # Operator names it
+    assert engine_jobs == {f"{cfg.namespace}/{cfg.release}-headway-engines"}, up
+    assert {job for job, _ in up} == components | engine_jobs, up
     assert all(v == "1" for v in up.values()), up
-    assert sum(job == "engines" for job, _ in up) == 3
+    assert sum(job in engine_jobs for job, _ in up) == 3
 
 
 @pytest.mark.parametrize("selection", ["all-pools", "one-pool"])
@@ -143,9 +148,14 @@ def test_dashboards_use_engine_metric_names_unchanged() -> None:
         assert not re.search(r"headway_\w*vllm|headway_engine_", exprs), path.name
 
 
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    """The promtool built with the cluster binaries (the Prometheus the tests run)."""
+    return subprocess.run([ensure_binaries().path("promtool"), *args], capture_output=True, text=True, check=False)
+
+
 def test_alert_rules_fire_on_their_cases_and_stay_quiet_on_near_misses() -> None:
     cases = RULES.with_name("rules_test.yaml")
-    proc = subprocess.run(["promtool", "test", "rules", str(cases)], capture_output=True, text=True, check=False)
+    proc = _promtool("test", "rules", str(cases))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     tested = {t["alertname"] for case in yaml.safe_load(cases.read_text())["tests"] for t in case["alert_rule_test"]}
     assert tested == {rule["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for rule in g["rules"]}
@@ -154,7 +164,7 @@ def test_alert_rules_fire_on_their_cases_and_stay_quiet_on_near_misses() -> None
 def test_alert_rules_pass_promtool_and_load_into_prometheus(
     demo: tuple[DemoSummary, DemoServices, DemoConfig],
 ) -> None:
-    proc = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, check=False)
+    proc = _promtool("check", "rules", str(RULES))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _, services, _ = demo
     with urllib.request.urlopen(f"{services.prometheus.url}/api/v1/rules", timeout=10) as r:
