@@ -15,7 +15,7 @@ DEMO_ARGS ?=
 # working directory were put on sys.path (python -m does that); never let it be.
 export PYTHONSAFEPATH := 1
 
-.PHONY: demo demo-down test test-unit lint cluster-binaries cluster-up cluster-down cluster-status services vllm envoy venv bench bench-routing bench-autoscaler clean
+.PHONY: demo demo-down test test-unit lint cluster-binaries cluster-up cluster-down cluster-status services vllm envoy venv bench bench-routing bench-autoscaler faults clean
 
 $(VENV_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -85,6 +85,9 @@ bench-routing: venv vllm
 bench-autoscaler: venv
 	@for trace in synthetic azure-conv; do for prices in aws runpod; do \
 		$(PY) -m headway bench autoscaler --trace $$trace --prices $$prices || exit 1; done; done
+
+faults: venv cluster-binaries services envoy
+	$(PY) -m headway bench faults
 
 clean:
 	rm -rf $(VENV) .venv-vllm .venv-bench .venv-envoy .pytest_cache .ruff_cache

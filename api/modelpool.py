@@ -8,7 +8,7 @@ same message.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -39,7 +39,43 @@ class _Spec(BaseModel):
     model_config = CAMEL_CASE
 
 
+RESERVED_ENGINE_ARGS = (
+    "--host",
+    "--port",
+    "--kv-events-config",
+    "--served-model-name",
+    "--tensor-parallel-size",
+    "-tp",
+    "--max-model-len",
+    "--tokenizer",
+)
+"""Engine flags headway sets from the pool (its port, KV events, model name, GPUs, model fields): given again
+in engineArgs they would win (vLLM reads the last one) and silently break routing, events or placement.
+vLLM also reads them with underscores and as `--flag=value`, so both are compared."""
+_RESERVED_MESSAGE = (
+    f"engineArgs may not set {', '.join(RESERVED_ENGINE_ARGS)}: headway sets them from the pool "
+    "(model.name, model.maxModelLen, model.tokenizer, variants[].gpusPerReplica and the operator's engine port)"
+)
+
+
+def _reserved_flag(arg: str) -> bool:
+    return arg.replace("_", "-").split("=")[0] in RESERVED_ENGINE_ARGS
+
+
 class ModelSpec(_Spec):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.engineArgs) || self.engineArgs.all(a, !(a.replace('_', '-').split('=')[0] in ["
+                    + ", ".join(f"'{f}'" for f in RESERVED_ENGINE_ARGS)
+                    + "]))",
+                    _RESERVED_MESSAGE,
+                    ".engineArgs",
+                ),
+            ]
+        }
+    )
     name: str = Field(
         min_length=1,
         max_length=128,
@@ -53,11 +89,19 @@ class ModelSpec(_Spec):
     )
     tokenizer: str | None = Field(None, max_length=512, description="Tokenizer id or path (default: source).")
     max_model_len: int | None = Field(None, ge=16, le=1_048_576, description="Prompt + output limit in tokens.")
-    engine_args: list[str] = Field(
-        default_factory=list, max_length=64, description="Extra vLLM arguments, appended after the ones headway sets."
+    engine_args: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Extra vLLM arguments, appended after the ones headway sets (which they may not repeat).",
     )
     image: str = Field("vllm/vllm-openai:v0.32.0", min_length=1, description="Engine container image.")
     env: list[dict[str, Any]] = Field(default_factory=list, description="Extra engine environment (EnvVar objects).")
+
+    @model_validator(mode="after")
+    def _no_reserved_engine_args(self) -> ModelSpec:
+        if any(_reserved_flag(a) for a in self.engine_args):
+            raise ValueError(f"spec.model.engineArgs: {_RESERVED_MESSAGE}")
+        return self
 
 
 class Variant(_Spec):

@@ -14,7 +14,6 @@ import argparse
 import concurrent.futures
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -34,6 +33,7 @@ from headway.devenv.controlplane import (
     service_account_kubeconfig,
 )
 from headway.devenv.nodes import NodeFleet
+from headway.devenv.runner import spawn_runner
 
 GROUP, VERSION, PLURAL = "inference.headway.dev", "v1alpha1", "modelpools"
 
@@ -62,22 +62,7 @@ def main() -> None:
     runner = op = None
     try:
         install_crd_and_rbac(cluster)
-        runner = procs.spawn(
-            [
-                sys.executable,
-                "-m",
-                "headway",
-                "dev",
-                "runner",
-                "--kubeconfig",
-                str(cluster.kubeconfig),
-                "--engine-runtime",
-                "stub",
-                "--state",
-                str(work / "runner"),
-            ],
-            work / "runner.log",
-        )
+        runner = spawn_runner(cluster.kubeconfig, work / "runner", "--engine-runtime", "stub")
         op = OperatorProcess(
             service_account_kubeconfig(cluster, work / "operator.kubeconfig"),
             work / "operator.log",

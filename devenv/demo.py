@@ -17,7 +17,6 @@ import json
 import random
 import shutil
 import statistics
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from headway.devenv.chart import install, local_values, restricted_namespace, va
 from headway.devenv.cluster import LocalCluster
 from headway.devenv.monitors import chart_engine_jobs
 from headway.devenv.paths import REPO_ROOT, state_dir
+from headway.devenv.runner import spawn_runner
 from headway.devenv.services import PrometheusServer, RedisServer
 from headway.devenv.tinymodel import tiny_model_dir
 
@@ -393,9 +393,7 @@ def demo_up(cfg: DemoConfig, progress: Progress = print) -> DemoSummary:
     runner_pid = int(state.get("runner", 0))
     if not (runner_pid and procs.alive(runner_pid)):
         progress("engine runner")
-        argv = [sys.executable, "-m", "headway", "dev", "runner", "--kubeconfig", str(kubeconfig)]
-        argv += ["--state", str(d / "runner"), "--engine-runtime", cfg.engine_runtime]
-        state["runner"] = procs.spawn(argv, d / "runner.log").pid
+        state["runner"] = spawn_runner(kubeconfig, d / "runner", "--engine-runtime", cfg.engine_runtime).pid
         state_file.write_text(json.dumps(state))
     for name in ("redis", "prometheus"):
         if state.get(name):

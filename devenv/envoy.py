@@ -11,7 +11,9 @@ main one. The bootstrap is static and binds 127.0.0.1 only:
     reference setup of GIE and llm-d, with no knowledge of the pool; it takes one `ip:port`;
   - `override_host`: a cluster of the pool's endpoints with Envoy's override-host load-balancing
     policy, which reads the EPP's list from the header or `envoy.lb` metadata and, on a retry, moves to
-    the next endpoint of the list (how a Gateway that knows the pool's endpoints consumes fallbacks).
+    the next endpoint of the list (how a Gateway that knows the pool's endpoints consumes fallbacks);
+- or, with no EPP, `round_robin` over `endpoints`, ejecting an endpoint on its first local failure (a
+  refused or reset connection) for a few seconds: a load balancer in front of gateway replicas.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def bootstrap(
     listen_port: int,
     admin_port: int,
     epp_port: int | None,
-    upstream: Literal["original_dst", "override_host"] = "original_dst",
+    upstream: Literal["original_dst", "override_host", "round_robin"] = "original_dst",
     endpoints: list[str] | None = None,
     fail_open: bool = False,
     response_body: bool = False,
@@ -54,16 +56,20 @@ def bootstrap(
     message_timeout_s: float = 60.0,
     subset: list[str] | None = None,
     request_body_mode: Literal["FULL_DUPLEX_STREAMED", "BUFFERED"] = "FULL_DUPLEX_STREAMED",
+    retry_on: str = "connect-failure,refused-stream,reset,5xx",
+    retry_other_hosts: bool = False,
 ) -> dict[str, Any]:
     """Envoy's static bootstrap. `endpoints` (`ip:port`) are the pool's, for `override_host`; with
-    `fail_open`, requests go on when the EPP is down (to the cluster's own choice, `override_host` only:
-    an ORIGINAL_DST cluster has nowhere to send a request without the header). `subset`: every request
-    carries this subset hint (`ip:port` list) to the EPP, as a Gateway narrowing the pool would. No
-    `epp_port`: Envoy alone, balancing over `endpoints` itself (a baseline for Envoy's own cost).
+        `fail_open`, requests go on when the EPP is down (to the cluster's own choice, `override_host` only:
+        an ORIGINAL_DST cluster has nowhere to send a request without the header). `subset`: every request
+        carries this subset hint (`ip:port` list) to the EPP, as a Gateway narrowing the pool would. No
+        `epp_port`: Envoy alone, balancing over `endpoints` itself (a baseline for Envoy's own cost, or a load
+        balancer in front of gateway replicas). `retry_on`: Envoy's retry conditions; `retry_other_hosts`: a retry
+    never goes back to a host already tried (a load balancer's setting, not the EPP's, whose list orders them).
 
-    Failing open needs a buffered request body: with FULL_DUPLEX_STREAMED Envoy hands the body's chunks to
-    the EPP as they come and keeps no copy, so once one is sent (before a refused connection is even
-    noticed) it can only answer 500 — every time, measured with Envoy 1.40."""
+        Failing open needs a buffered request body: with FULL_DUPLEX_STREAMED Envoy hands the body's chunks to
+        the EPP as they come and keeps no copy, so once one is sent (before a refused connection is even
+        noticed) it can only answer 500 — every time, measured with Envoy 1.40."""
     if fail_open and request_body_mode == "FULL_DUPLEX_STREAMED":
         raise ValueError("fail_open needs request_body_mode BUFFERED: Envoy cannot fail open a streamed body")
     processing_mode = {
@@ -86,10 +92,20 @@ def bootstrap(
         },
     }
     retry = {
-        "retry_on": "connect-failure,refused-stream,reset,5xx",
+        "retry_on": retry_on,
         "num_retries": retries,
         "per_try_timeout": "300s",
     }
+    if retry_other_hosts:
+        retry["retry_host_predicate"] = [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ]
+        retry["host_selection_retry_max_attempts"] = 5
     route = {
         "match": {"prefix": "/"},
         "route": {"cluster": "engines", "timeout": "900s", "idle_timeout": "300s", "retry_policy": retry},
@@ -155,6 +171,26 @@ def bootstrap(
             "lb_policy": "CLUSTER_PROVIDED",
             "original_dst_lb_config": {"use_http_header": True, "http_header_name": DESTINATION_HEADER},
             "circuit_breakers": limits,
+        }
+    elif upstream == "round_robin":
+        hosts = [e.rsplit(":", 1) for e in endpoints or []]
+        engines = {
+            "name": "engines",
+            "type": "STATIC",
+            "connect_timeout": "2s",
+            "lb_policy": "ROUND_ROBIN",
+            "circuit_breakers": limits,
+            "outlier_detection": {
+                "split_external_local_origin_errors": True,
+                "consecutive_local_origin_failure": 1,
+                "interval": "1s",
+                "base_ejection_time": "3s",
+                "max_ejection_percent": 50,
+            },
+            "load_assignment": {
+                "cluster_name": "engines",
+                "endpoints": [{"lb_endpoints": [_endpoint(h, int(p)) for h, p in hosts]}],
+            },
         }
     else:
         hosts = [e.rsplit(":", 1) for e in endpoints or []]

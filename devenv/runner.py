@@ -517,3 +517,14 @@ class Runner:
     def stop(self) -> None:
         self._stop.set()
         self._changed.set()
+
+
+def spawn_runner(
+    kubeconfig: Path, state: Path, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`headway dev runner` as its own process, as a developer runs it (logs in `state`/runner.log); `args`:
+    more of its options, e.g. `--engine-runtime stub`."""
+    import sys
+
+    argv = [sys.executable, "-m", "headway", "dev", "runner", "--kubeconfig", str(kubeconfig), "--state", str(state)]
+    return procs.spawn([*argv, *args], state / "runner.log", env=env)

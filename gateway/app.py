@@ -240,6 +240,7 @@ class Gateway:
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/feedback", self.feedback)
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics_endpoint)
         app.cleanup_ctx.append(self._background)
         return app
@@ -293,7 +294,15 @@ class Gateway:
         return web.json_response({"object": "list", "data": data})
 
     async def healthz(self, _request: web.Request) -> web.Response:
+        """Liveness: the process serves."""
         return web.json_response({"status": "ok"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        """Readiness: the routes are known (discovery has listed every watch), so a model that exists is
+        never answered 404 by a gateway that just started."""
+        if self.ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "starting", "reason": "discovery has not listed yet"}, status=503)
 
     async def metrics_endpoint(self, _request: web.Request) -> web.Response:
         registry = self.registry
@@ -348,6 +357,8 @@ class Gateway:
         fields = parse_routing_fields(body, chat=chat)
         route = self.routes.get(fields.model)
         routed: Routed | None = None
+        if route is None and not self.ready():
+            route = await self._after_discovery(fields.model)
         if route is None:
             entry = self.model_routes.get(fields.model)
             if entry is None:
@@ -366,6 +377,19 @@ class Gateway:
         if key is not None and self.auth is not None:
             await self.auth.charge(key, len(ctx.routing.tokens) + (fields.max_tokens or 16))
         return ctx
+
+    async def _after_discovery(self, model: str) -> PoolRoute | None:
+        """A model unknown while discovery has not listed yet (a gateway just started or restarted) may
+        well exist: wait for the listing, up to `hold_s`, rather than answer 404 for a model that serves."""
+        assert self.discovery is not None
+        try:
+            async with asyncio.timeout(self.cfg.hold_s):
+                await self.discovery.synced.wait()
+        except TimeoutError:
+            raise NoReadyEndpoint(
+                f"the gateway has not yet listed its pools (after {self.cfg.hold_s:g}s); retry shortly"
+            ) from None
+        return self.routes.get(model)
 
     async def route_model(self, entry: ModelRouteEntry, fields: CompletionFields | ChatFields) -> Routed:
         """Choose the pool for a request sent to a ModelRoute's virtual model: the route's decision over

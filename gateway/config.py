@@ -82,6 +82,13 @@ class GatewayConfig(BaseModel, frozen=True, extra="forbid"):
     redis_url: str | None = Field(None, description="Share the KV index (and speculative entries) through Redis.")
     scrape_interval_s: float = Field(0.25, gt=0, description="Engine /metrics scrape period.")
     stale_after_s: float = Field(2.0, gt=0, description="Metrics older than this make an endpoint stale.")
+    silent_after_s: float = Field(
+        5.0,
+        gt=0,
+        description="An engine whose metrics have not answered for this long is taken as hung (its socket may "
+        "stay open): requests waiting on it go to another endpoint before their first byte, or end with an "
+        "error event after it, instead of waiting out first_byte_s or idle_s.",
+    )
     speculative_ttl_s: float = Field(2.0, ge=0, description="How long a routed prefix counts before its events.")
     pending_ttl_s: float = Field(
         30.0,

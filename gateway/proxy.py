@@ -5,7 +5,10 @@ Timeouts are named by phase (config.UpstreamTimeouts): `connect_s` for the TCP c
 until the first byte of the answer (headers *and* a first body chunk: a streaming engine sends its
 headers at once and its first token after queueing and prefill); `idle_s` between two chunks after that;
 `total_s` for a whole non-streamed answer. One `asyncio.timeout` is rescheduled per chunk, so each
-phase costs a timer, not a task.
+phase costs a timer, not a task. A hung engine (stopped, deadlocked: its socket stays open) would hold a
+request for all of `first_byte_s`; a watchdog on the same timeout ends the wait once the engine's metrics
+have been silent for `silent_after_s`, so the request goes to another endpoint or its stream ends with an
+error event.
 
 The bookkeeping around each pick (in-flight and prefill-backlog counts, the routed prefix, the answer's
 shape) is gateway/dispatch.py's, shared with the Endpoint Picker.
@@ -50,6 +53,28 @@ class _NotAnswered(Exception):
         """The engine answered with an error (5xx), as opposed to being unreachable or silent."""
 
 
+class _Watchdog:
+    """Moves a request's deadline to now once its engine's metrics fall silent (the gateway scrapes them
+    every `scrape_interval_s`): a timer re-armed a few times per `silent_after_s`, not a task."""
+
+    def __init__(self, ep: Endpoint, deadline: asyncio.Timeout, silent_after_s: float) -> None:
+        self.ep, self.deadline, self.silent_after_s = ep, deadline, silent_after_s
+        self.silent = False
+        self._loop = asyncio.get_running_loop()
+        self._period = silent_after_s / 4
+        self._handle = self._loop.call_later(self._period, self._check)
+
+    def _check(self) -> None:
+        if self.ep.scraped_at and time.monotonic() - self.ep.scraped_at > self.silent_after_s:
+            self.silent = True
+            self.deadline.reschedule(self._loop.time())
+        else:
+            self._handle = self._loop.call_later(self._period, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 class ClientGone(ConnectionResetError):
     """The client went away mid-answer: the upstream request is released, which aborts it in the engine."""
 
@@ -92,9 +117,11 @@ class Proxy:
         upstream: aiohttp.ClientResponse | None = None
         resp: web.StreamResponse | None = None
         generated: GeneratedTokens | None = None
+        watchdog: _Watchdog | None = None
         try:
             try:
                 async with asyncio.timeout_at(min(loop.time() + t.first_byte_s, end)) as deadline:
+                    watchdog = _Watchdog(ep, deadline, self.cfg.silent_after_s)
                     upstream = await self.session.post(
                         f"{ep.url}{request.path}",
                         data=ctx.body,
@@ -138,9 +165,15 @@ class Proxy:
                     raise _NotAnswered(f"{ep.id}: {type(e).__name__}", replied=False) from None
                 return await self._cut(ctx, ep, resp, type(e).__name__)
             except TimeoutError:
+                hung = watchdog is not None and watchdog.silent
+                silent = f"metrics silent for over {self.cfg.silent_after_s:g}s"
                 if resp is None:
-                    raise _NotAnswered(f"{ep.id}: no answer within {t.first_byte_s:g}s", replied=False) from None
-                what = f"answer over {t.total_s:g}s" if loop.time() >= end else f"silent for {t.idle_s:g}s"
+                    why = silent if hung else f"no answer within {t.first_byte_s:g}s"
+                    raise _NotAnswered(f"{ep.id}: {why}", replied=False) from None
+                if hung:
+                    what = f"stopped answering ({silent})"
+                else:
+                    what = f"answer over {t.total_s:g}s" if loop.time() >= end else f"silent for {t.idle_s:g}s"
                 return await self._cut(ctx, ep, resp, what)
             sent.end(status=upstream.status, generated=generated.total() if generated else None)
             try:
@@ -149,6 +182,8 @@ class Proxy:
                 ctx.outcome = CLIENT_GONE
             return resp
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             if upstream is not None:
                 upstream.release()
             sent.end()

@@ -11,11 +11,17 @@ This module lives with its consumer (the index) and the simulator imports it to 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 BlockHash = int | bytes
+TokenId = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
+"""A token id as the index packs it (4 bytes): a frame with any other is refused whole, not half-applied."""
+MAX_BLOCK_SIZE = 65536
+BlockSize = Annotated[int, msgspec.Meta(gt=0, le=MAX_BLOCK_SIZE)]
+"""Tokens per block (vLLM's are 1-256; hybrid models' larger): never 0 or negative, which would divide
+the index's arithmetic by nothing or make every request's keys empty for that engine."""
 
 
 class KVCacheEvent(msgspec.Struct, omit_defaults=True, gc=False, tag=True):
@@ -25,8 +31,8 @@ class KVCacheEvent(msgspec.Struct, omit_defaults=True, gc=False, tag=True):
 class BlockStored(KVCacheEvent):
     block_hashes: list[BlockHash]
     parent_block_hash: BlockHash | None
-    token_ids: list[int]
-    block_size: int
+    token_ids: list[TokenId]
+    block_size: BlockSize
     lora_id: int | None
     medium: str | None
     lora_name: str | None

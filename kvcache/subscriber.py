@@ -31,6 +31,9 @@ from headway.kvcache.metrics import KvCacheMetrics
 
 log = logging.getLogger(__name__)
 
+MAX_MESSAGE_BYTES = 64 << 20
+"""The largest frame accepted (vLLM batches are kilobytes to a few megabytes)."""
+
 
 def parse_topic(topic: str) -> tuple[str, str] | None:
     """`kv@<ip>:<port>@<model>` → (pod id `ip:port`, model); None for other topics."""
@@ -89,6 +92,8 @@ class KvEventIngest:
             async with asyncio.timeout(self.replay_timeout_s):
                 while True:
                     frames = await sock.recv_multipart()
+                    if len(frames) < 2:
+                        raise EventDecodeError(f"replay answered {len(frames)} frame(s), want [seq, payload]")
                     seq_raw, payload = frames[-2], frames[-1]
                     if seq_raw == REPLAY_END:
                         break
@@ -161,6 +166,8 @@ async def subscribe(endpoint: str, ingest: KvEventIngest) -> None:
     sock.setsockopt(zmq.SUBSCRIBE, b"kv@")
     sock.setsockopt(zmq.RCVHWM, 100_000)
     sock.setsockopt(zmq.LINGER, 0)
+    # a peer sending a larger message is disconnected: one hostile frame cannot take the indexer's memory
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     sock.bind(endpoint)
     log.info("KV-event subscriber bound to %s", endpoint)
     try:
@@ -169,6 +176,10 @@ async def subscribe(endpoint: str, ingest: KvEventIngest) -> None:
             if len(frames) != 3:
                 ingest.metrics.decode_errors.inc()
                 continue
-            ingest.receive(*frames)
+            try:
+                ingest.receive(*frames)
+            except Exception:  # one engine's bad frame must not end every engine's subscription
+                ingest.metrics.decode_errors.inc()
+                log.exception("KV-event frame on topic %r not applied", frames[0][:200])
     finally:
         sock.close(linger=0)

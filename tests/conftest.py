@@ -17,6 +17,7 @@ from kubernetes import client as k8s
 
 from headway.devenv import procs
 from headway.devenv.cluster import LocalCluster
+from headway.devenv.runner import spawn_runner
 from headway.devenv.services import PrometheusServer, RedisServer
 
 T = TypeVar("T")
@@ -84,21 +85,7 @@ def apps(cluster: LocalCluster) -> k8s.AppsV1Api:
 def runner(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The dev runner as its own process, as a developer runs it. Yields its state directory."""
     state = tmp_path_factory.mktemp("runner")
-    proc = procs.spawn(
-        [
-            sys.executable,
-            "-m",
-            "headway",
-            "dev",
-            "runner",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--state",
-            str(state),
-        ],
-        state / "runner.log",
-        env=os.environ,
-    )
+    proc = spawn_runner(cluster.kubeconfig, state, env=os.environ)
     yield state
     procs.stop(proc.pid, grace_s=30.0)
     leftovers = procs.group_members(proc.pid)

@@ -20,13 +20,14 @@ def crd(cluster: LocalCluster) -> LocalCluster:
 @pytest.fixture(scope="session")
 def operator(crd: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     d = tmp_path_factory.mktemp("operator")
-    # Every namespace but the shortened demo's: it helm-installs an operator of its own for its pools.
+    # Every namespace but the shortened demo's and the fault smoke's: each helm-installs an operator of its
+    # own for its pools.
     op = OperatorProcess(
         service_account_kubeconfig(crd, d / "kubeconfig"),
         d / "operator.log",
         procs.free_port(),
         procs.free_port(),
-        ("--namespace", "!demo-*"),
+        ("--namespace", "!demo-*", "--namespace", "!faults-*"),
     ).start()
     yield op
     op.stop()

@@ -19,7 +19,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from headway.api import CONTROL_PLANE_LABEL, CONTROL_PLANE_VALUE
+from headway.api import CONTROL_PLANE_LABEL, CONTROL_PLANE_VALUE, ENGINE_LABEL
 from headway.devenv.binaries import ensure_binaries
 from headway.devenv.chart import (
     CHART,
@@ -279,6 +279,47 @@ def test_the_operator_serves_its_route_webhook_behind_its_service(local: Path) -
     assert "ValidatingWebhookConfiguration" in _kinds(defaults)
 
 
+def _flows(objects: list[dict[str, Any]]) -> dict[str, set[tuple[int, str]]]:
+    """(port, who may connect) per component's NetworkPolicy: "any", "engines" (engine pods of any
+    namespace) or the components named by pod selector."""
+    out: dict[str, set[tuple[int, str]]] = {}
+    for o in objects:
+        if o["kind"] != "NetworkPolicy":
+            continue
+        component = o["spec"]["podSelector"]["matchLabels"][COMPONENT]
+        assert o["spec"]["policyTypes"] == ["Ingress"], o
+        for rule in o["spec"]["ingress"]:
+            peers = []
+            for peer in rule.get("from") or [{}]:
+                if not peer:
+                    peers.append("any")
+                elif "namespaceSelector" in peer:
+                    assert peer["namespaceSelector"] == {}, peer
+                    (expr,) = peer["podSelector"]["matchExpressions"]
+                    assert expr == {"key": ENGINE_LABEL, "operator": "Exists"}, peer
+                    peers.append("engines")
+                else:
+                    peers.append(peer["podSelector"]["matchLabels"][COMPONENT])
+            out.setdefault(component, set()).update((p["port"], who) for p in rule["ports"] for who in peers)
+    return out
+
+
+def test_network_policies_allow_exactly_the_documented_flows(local: Path) -> None:
+    """The flows the README's Reliability and security section lists, and no other: a port opened to
+    everyone, or the KV-event port opened beyond engine pods, fails here."""
+    objects = template("hw", "ns1", local, "--set", "epp.enabled=true", "--set", "operator.webhook.enabled=true")
+    expected = {
+        "operator": {(9464, "any"), (8080, "any"), (9443, "any")},
+        "gateway": {(8080, "any"), (5557, "engines")},
+        "kvcache": {(9465, "any"), (5557, "engines")},
+        "epp": {(9002, "any"), (9090, "any")},
+        "redis": {(6379, "gateway"), (6379, "kvcache"), (6379, "epp")},
+    }
+    if autoscaler_available():
+        expected["autoscaler"] = {(9466, "any")}
+    assert _flows(objects) == expected
+
+
 def _args(deployment: Mapping[str, Any]) -> list[str]:
     return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
@@ -378,6 +419,43 @@ def _helm_owned(cluster: LocalCluster, ns: str, release: str) -> list[str]:
     return names
 
 
+ACCESS = Path(__file__).with_name("rbac_expected_access.yaml")
+
+
+def _can_i(cluster: LocalCluster, account: str, namespace: str) -> set[str]:
+    """`kubectl auth can-i --list` as a ServiceAccount in one namespace: one `resource names verbs` (or
+    `url verbs`) line per row, as the API server's authorizer answers (roles, bindings and defaults)."""
+    proc = _kubectl(cluster, "auth", "can-i", "--list", f"--as={account}", "-n", namespace)
+    assert proc.returncode == 0, proc.stderr
+    rows = set()
+    for line in proc.stdout.splitlines()[1:]:
+        cells = [c.strip() for c in line.split("  ") if c.strip()]
+        *what, verbs = cells
+        rows.add(" ".join([*(w for w in what if w != "[]"), verbs]))
+    return rows
+
+
+def effective_access(cluster: LocalCluster, namespace: str, release: str) -> dict[str, dict[str, list[str]]]:
+    """What each of the release's ServiceAccounts may do in its own namespace and in any other, beyond
+    what every authenticated account may (the grants of an unbound account, subtracted)."""
+    core = k8s.CoreV1Api(cluster.api_client())
+    baseline_sa = f"baseline-{uuid.uuid4().hex[:5]}"
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": baseline_sa}})
+    other = "default"
+    as_ = f"system:serviceaccount:{namespace}:"
+    base = {scope: _can_i(cluster, as_ + baseline_sa, ns) for scope, ns in (("own", namespace), ("other", other))}
+    out: dict[str, dict[str, list[str]]] = {}
+    for sa in core.list_namespaced_service_account(
+        namespace, label_selector=f"app.kubernetes.io/instance={release}"
+    ).items:
+        component = sa.metadata.labels[COMPONENT]
+        out[component] = {
+            f"{scope}Namespace": sorted(_can_i(cluster, as_ + sa.metadata.name, ns) - base[scope])
+            for scope, ns in (("own", namespace), ("other", other))
+        }
+    return out
+
+
 def test_install_upgrade_uninstall_in_a_restricted_namespace(
     cluster: LocalCluster,
     runner: Path,
@@ -404,6 +482,12 @@ def test_install_upgrade_uninstall_in_a_restricted_namespace(
     (kv,) = [p for p in pods if p.metadata.labels[COMPONENT] == "kvcache"]
     kv_health = eventually(lambda: _healthz(kv.status.pod_ip, 9465), timeout_s=30, what="indexer /healthz")
     assert json.loads(kv_health["body"])["redis"] is True, kv_health
+    # Least privilege, as the API server grants it: each account's effective rights equal the reviewed
+    # expectation; a role that gains a verb, a resource or a namespace fails here.
+    expected = yaml.safe_load(ACCESS.read_text())["accounts"]
+    access = effective_access(cluster, ns, release)
+    assert access == {c: expected.get(c) for c in access}, yaml.safe_dump(access)
+    assert set(access) == {c for c in expected if c != "autoscaler" or has_autoscaler} - {"epp"}
 
     # An upgrade with changed values takes effect: two gateway replicas with another default strategy.
     helm_args = ["--reuse-values", "--set", "gateway.replicas=2", "--set", "gateway.strategy=least-request"]

@@ -283,6 +283,15 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "with autoscaling off, at least one variant needs replicas > 0",
     ),
     ("unknown-field", {"replicaz": 3}, "spec.replicaz", "unknown field"),
+    *(
+        (
+            f"reserved-engine-arg{arg}",
+            {"model": {"name": "m", "source": "org/model", "engineArgs": ["--max-num-seqs", "8", arg]}},
+            "spec.model.engineArgs",
+            "engineArgs may not set --host, --port, --kv-events-config",
+        )
+        for arg in ("--port=9000", "--kv_events_config", "-tp")
+    ),
 ]
 
 

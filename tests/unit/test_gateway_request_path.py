@@ -170,6 +170,72 @@ def test_idle_timeout_ends_a_stalled_stream_with_an_error_event() -> None:
     asyncio.run(scenario())
 
 
+def hung_engine(completions: Handler, hung: asyncio.Event, sent: list[int]) -> web.Application:
+    """An engine that hangs whole once `hung` is set: its socket stays open, its /metrics stop answering
+    (as a SIGSTOPped or deadlocked engine), and `completions` counts into `sent`."""
+
+    async def metrics(r: web.Request) -> web.Response:
+        if hung.is_set():
+            await asyncio.sleep(3600)
+        return await _metrics(r)
+
+    async def counted(r: web.Request) -> web.StreamResponse:
+        sent.append(1)
+        return await completions(r)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/v1/completions", counted)
+    return app
+
+
+def test_requests_waiting_on_a_hung_engine_go_to_another_once_its_metrics_fall_silent() -> None:
+    async def scenario() -> None:
+        hung, sent = asyncio.Event(), []
+        timeouts = {"first_byte_s": 60.0, "idle_s": 60.0}
+        async with (
+            serve(hung_engine(_never_answers, hung, sent)) as bad,
+            serve(engine()) as good,
+            gateway([bad, good], max_retries=1, silent_after_s=0.5, strategy="round-robin", timeouts=timeouts) as (
+                url,
+                gw,
+            ),
+        ):
+            await eventually_async(lambda: all(ep.scraped_at for ep in gw.all_endpoints()), what="engines scraped")
+            hung.set()
+            results = await asyncio.gather(
+                *(post(url, {"model": "m", "prompt": f"p{i}", "max_tokens": 1}) for i in range(4))
+            )
+            assert sent, "no request went to the hung engine: nothing was tested"
+            assert [r[0] for r in results] == [200] * 4, results
+            assert max(r[2] for r in results) < 10.0, results  # not first_byte_s (60 s)
+            assert gw.metrics.retries.labels("upstream")._value.get() >= 1
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_from_an_engine_that_hangs_mid_answer_ends_with_an_error_event() -> None:
+    async def scenario() -> None:
+        hung, sent = asyncio.Event(), []
+
+        async def one_chunk_then_hang(request: web.Request) -> web.StreamResponse:
+            hung.set()
+            return await _stalls_after_one_chunk(request)
+
+        timeouts = {"first_byte_s": 60.0, "idle_s": 60.0}
+        async with (
+            serve(hung_engine(one_chunk_then_hang, hung, sent)) as e,
+            gateway([e], silent_after_s=0.5, timeouts=timeouts) as (url, gw),
+        ):
+            await eventually_async(lambda: all(ep.scraped_at for ep in gw.all_endpoints()), what="engine scraped")
+            status, body, took = await post(url, {"model": "m", "prompt": "x", "max_tokens": 9, "stream": True})
+            assert status == 200 and body.startswith(b'data: {"choices"'), body
+            assert b"stopped answering" in body and body.endswith(b"data: [DONE]\n\n"), body
+            assert took < 10.0, took  # not idle_s (60 s)
+
+    asyncio.run(scenario())
+
+
 def test_total_timeout_cuts_a_non_streamed_answer_that_never_ends() -> None:
     async def scenario() -> None:
         timeouts = {"first_byte_s": 20.0, "idle_s": 20.0, "total_s": 1.0}

@@ -85,6 +85,12 @@ def test_deployment_requests_gpus_on_the_variant_product_with_probes_and_owner()
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
 
 
+def test_engine_args_that_only_resemble_reserved_ones_are_kept() -> None:
+    similar = ["--portable", "--hostname=x", "--tokenizer-mode", "auto"]
+    spec = {**SPEC, "model": {**SPEC["model"], "engineArgs": similar}}
+    assert ModelPoolSpec.model_validate(spec).model.engine_args[0] == "--portable"
+
+
 def test_engine_args_carry_prefix_caching_kv_events_and_user_args_last() -> None:
     p = pool()
     args = engine_args(p, p.spec.variants[0], CFG)
@@ -134,6 +140,14 @@ def test_desired_replicas(enabled: bool, recommendation: int | None, variant: in
             {"variants": [{**SPEC["variants"][1], "minReplicas": 5}]}, "minReplicas must be less", id="min>max"
         ),
         pytest.param({"routing": {"strategy": "nope"}}, "kv-aware", id="strategy"),
+        *(
+            pytest.param(
+                {"model": {**SPEC["model"], "engineArgs": ["--max-num-seqs", "8", arg, "1"]}},
+                "engineArgs may not set --host, --port",
+                id=f"reserved{arg}",
+            )
+            for arg in ("--port", "--port=9000", "--kv_events_config", "-tp", "--served-model-name=x", "--host")
+        ),
     ],
 )
 def test_the_models_refuse_what_admission_refuses(change: dict[str, Any], message: str) -> None:
