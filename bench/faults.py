@@ -283,6 +283,48 @@ def _redis_flush(env: Env) -> None:
     redis.Redis.from_url(env.redis.url).flushall()
 
 
+def _engine_slow(env: Env) -> Callable[[], None]:
+    """Ten times slower: the engine runs 10 ms of every 100 (SIGCONT, then SIGSTOP for 90 ms)."""
+    import threading
+
+    pid, stop = env.pid(env.engine_pods("chat")[0]), threading.Event()
+
+    def duty_cycle() -> None:
+        while not stop.is_set():
+            os.kill(pid, signal.SIGSTOP)
+            stop.wait(0.09)
+            os.kill(pid, signal.SIGCONT)
+            stop.wait(0.01)
+        os.kill(pid, signal.SIGCONT)
+
+    thread = threading.Thread(target=duty_cycle, daemon=True)
+    thread.start()
+    return lambda: (stop.set(), thread.join())  # type: ignore[func-returns-value]
+
+
+def _restart(component: str) -> Callable[[Env], Callable[[], None]]:
+    """A control-plane component stopped for 5 s, then started again (in the background, so the load goes
+    on; the row's end waits for it)."""
+
+    def inject(env: Env) -> Callable[[], None]:
+        import threading
+
+        thread = threading.Thread(target=env.cluster.restart, args=(component,), kwargs={"down_s": 5.0}, daemon=True)
+        thread.start()
+        return thread.join
+
+    return inject
+
+
+def _operator_kill_mid_rollout(env: Env) -> None:
+    """A rollout begins (new engine arguments for `code`), and the operator is SIGKILLed in its midst."""
+    custom = k8s.CustomObjectsApi(env.cluster.api_client())
+    args = ["--max-num-seqs", "128"]
+    patch = {"spec": {"model": {"engineArgs": args}}}
+    custom.patch_namespaced_custom_object(GROUP, VERSION, env.pools_namespace, PLURAL, "code", patch)
+    _kill(env, env.component_pods("operator")[0])
+
+
 FAULTS = {
     f.name: f
     for f in (
@@ -292,6 +334,10 @@ FAULTS = {
         Fault("indexer-kill", "data", "SIGKILL of the KV-event indexer (it restarts)", _indexer_kill),
         Fault("redis-restart", "data", "the shared index's Redis stopped, started again after", _redis_restart),
         Fault("redis-flush", "data", "FLUSHALL on the shared index's Redis", _redis_flush),
+        Fault("engine-slow", "data", "one engine 10x slower (SIGSTOP 90 ms of every 100) for the fault", _engine_slow),
+        Fault("operator-kill", "control", "SIGKILL of the operator mid-rollout of a pool", _operator_kill_mid_rollout),
+        Fault("apiserver-restart", "control", "kube-apiserver down 5 s, then restarted", _restart("kube-apiserver")),
+        Fault("etcd-restart", "control", "etcd down 5 s, then restarted", _restart("etcd")),
     )
 }
 SMOKE = ("engine-kill", "engine-hang", "gateway-kill")
@@ -320,6 +366,8 @@ class Row:
     p99_during_s: float
     recovery_s: float
     recovery_goal_s: float
+    control_plane_acts_s: float | None = None
+    """Control-plane rows: seconds, after the fault, from asking a pool for a replica to it serving."""
     after: dict[str, Any] = field(default_factory=dict)
     goals: dict[str, bool] = field(default_factory=dict)
 
@@ -341,12 +389,20 @@ def check_cluster(env: Env, timeout_s: float = 90.0) -> dict[str, Any]:
     serve (after the indexer has had time to catch up)."""
     apps = k8s.AppsV1Api(env.cluster.api_client())
 
+    def rolled_out() -> bool:
+        return all(
+            (d.status.observed_generation or 0) >= d.metadata.generation
+            and (d.status.updated_replicas or 0) == d.spec.replicas
+            for d in apps.list_namespaced_deployment(env.pools_namespace).items
+        )
+
     def settled() -> bool:
         pods = env.engine_pods()
         return (
             len(pods) == REPLICAS * len(MODELS)
             and all(map(_ready, pods))
             and all(map(_ready, env.component_pods("gateway") + env.component_pods("kvcache")))
+            and rolled_out()
         )
 
     ready = True
@@ -361,11 +417,35 @@ def check_cluster(env: Env, timeout_s: float = 90.0) -> dict[str, Any]:
     indexed = {k.decode().split(":p:", 1)[1] for k in r.scan_iter("hw:p:*") if r.scard(k)}
     return {
         "all_ready": ready,
+        "rollouts_complete": rolled_out(),
         "deployments": deployments,
         "stray_deployments": [d for d in deployments if d.split("-")[0] not in MODELS],
         "engine_pods": len(pods),
         "orphaned_index_pods": sorted(indexed - live),
     }
+
+
+def _scale(env: Env, pool: str, replicas: int) -> None:
+    custom = k8s.CustomObjectsApi(env.cluster.api_client())
+    variants = [{"name": "gpu", "gpuProduct": GPUS[pool], "replicas": replicas}]
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, env.pools_namespace, PLURAL, pool, {"spec": {"variants": variants}}
+    )
+
+
+def control_plane_acts(env: Env, timeout_s: float = 60.0) -> float | None:
+    """Seconds from asking `chat` for one more replica to that replica serving Ready (the API server, etcd,
+    the operator, the scheduler and the runner all acting again); None if not within `timeout_s`. The pool
+    is put back to its replicas after."""
+    t0 = time.monotonic()
+    _scale(env, "chat", REPLICAS + 1)
+    try:
+        _until(lambda: sum(map(_ready, env.engine_pods("chat"))) == REPLICAS + 1, timeout_s, "one more replica")
+        took: float | None = time.monotonic() - t0
+    except TimeoutError:
+        took = None
+    _scale(env, "chat", REPLICAS)
+    return took
 
 
 def run_fault(
@@ -400,6 +480,7 @@ def run_fault(
     # recovered once requests neither fail nor take over 3x the p99 before the fault (at least 1 s)
     slow_s = max(1.0, 3 * _p99([o.latency_s for o in before if _ok(o)]))
     recovery = max((o.start + o.latency_s for o in after if not _ok(o) or o.latency_s > slow_s), default=0.0)
+    acts = control_plane_acts(env) if fault.plane == "control" else None
     state = check_cluster(env)
     row = Row(
         fault=fault.name,
@@ -418,14 +499,17 @@ def run_fault(
         p99_during_s=round(_p99([o.latency_s for o in after if _ok(o)]), 3),
         recovery_s=round(recovery, 1),
         recovery_goal_s=goal_s,
+        control_plane_acts_s=None if acts is None else round(acts, 1),
         after=state,
     )
     row.goals = {
         "nothing_lost": row.lost == 0,
         "nothing_hangs": row.hung == 0,
         "streams_end_cleanly": row.streams_cut == 0 or fault.kills_stream_holder,
-        "recovery": row.recovery_s <= goal_s,
+        "recovery": row.recovery_s <= goal_s
+        and (fault.plane != "control" or (acts is not None and acts <= CONTROL_PLANE_RECOVERY_S)),
         "nothing_stray": state["all_ready"]
+        and state["rollouts_complete"]
         and not state["stray_deployments"]
         and not state["orphaned_index_pods"]
         and state["engine_pods"] == REPLICAS * len(MODELS),
@@ -457,9 +541,12 @@ def table(rows: Sequence[Row]) -> str:
         failed = ", ".join(f"{k}: {v}" for k, v in sorted(r.failed_by_status.items())) or "0"
         stray = "none" if r.goals["nothing_stray"] else json.dumps(r.after)
         met = "all met" if all(r.goals.values()) else "missed: " + ", ".join(k for k, v in r.goals.items() if not v)
+        recovery = f"{r.recovery_s} (≤ {r.recovery_goal_s:g})"
+        if r.control_plane_acts_s is not None:
+            recovery += f"; a scale-up served {r.control_plane_acts_s} s after"
         lines.append(
             f"| {r.fault} | {r.sent} | {r.succeeded} | {failed} | {r.streams_cut} | {r.hung} | "
-            f"{r.p99_before_s} → {r.p99_during_s} | {r.recovery_s} (≤ {r.recovery_goal_s:g}) | {stray} | {met} |"
+            f"{r.p99_before_s} → {r.p99_during_s} | {recovery} | {stray} | {met} |"
         )
     return "\n".join(lines)
 

@@ -167,6 +167,27 @@ class LocalCluster:
             return
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def restart(self, name: str, *, down_s: float = 0.0, timeout_s: float = 60.0) -> float:
+        """Stop one control-plane component, wait `down_s`, start it again with the same arguments and
+        wait until it is healthy (a fault for tests and benchmarks). Returns the seconds until healthy."""
+        if name not in COMPONENTS:
+            raise ClusterError(f"no component {name!r}; one of {', '.join(COMPONENTS)}")
+        st = self._require()
+        bins = Binaries(Path(st.bin_dir))
+        args = {
+            "etcd": self._etcd_args,
+            "kube-apiserver": self._apiserver_args,
+            "kube-controller-manager": self._controller_manager_args,
+            "kube-scheduler": self._scheduler_args,
+            "kwok": self._kwok_args,
+        }[name](bins)
+        t0 = time.monotonic()
+        procs.stop(st.pids[name], grace_s=10.0)
+        time.sleep(down_s)
+        self._start(name, args)
+        self._wait_healthy(name, timeout_s)
+        return time.monotonic() - t0
+
     def status(self) -> list[ComponentHealth]:
         st = self._require()
         out = []
