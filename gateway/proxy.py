@@ -54,18 +54,23 @@ class _NotAnswered(Exception):
 
 
 class _Watchdog:
-    """Moves a request's deadline to now once its engine's metrics fall silent (the gateway scrapes them
-    every `scrape_interval_s`): a timer re-armed a few times per `silent_after_s`, not a task."""
+    """Moves a request's deadline to now once both its engine's metrics (scraped every
+    `scrape_interval_s`) and the request itself (no first byte, or no chunk since the last) have been
+    silent for `silent_after_s`: a stream that flows is never cut for a late scrape. A timer re-armed a
+    few times per `silent_after_s`, not a task."""
 
     def __init__(self, ep: Endpoint, deadline: asyncio.Timeout, silent_after_s: float) -> None:
         self.ep, self.deadline, self.silent_after_s = ep, deadline, silent_after_s
         self.silent = False
+        self.progressed = time.monotonic()
+        """When the request last moved: sent, or a chunk of its answer relayed."""
         self._loop = asyncio.get_running_loop()
         self._period = silent_after_s / 4
         self._handle = self._loop.call_later(self._period, self._check)
 
     def _check(self) -> None:
-        if self.ep.scraped_at and time.monotonic() - self.ep.scraped_at > self.silent_after_s:
+        now, quiet = time.monotonic(), self.silent_after_s
+        if self.ep.scraped_at and now - self.ep.scraped_at > quiet and now - self.progressed > quiet:
             self.silent = True
             self.deadline.reschedule(self._loop.time())
         else:
@@ -149,6 +154,7 @@ class Proxy:
                         except ConnectionError as e:
                             raise ClientGone(str(e)) from None
                         generated.feed(chunk)
+                        watchdog.progressed = time.monotonic()
                         deadline.reschedule(min(loop.time() + t.idle_s, end))
                         chunk = await upstream.content.readany()
                     if rename is not None and (rest := rename.flush()):
