@@ -236,6 +236,36 @@ def test_a_stream_from_an_engine_that_hangs_mid_answer_ends_with_an_error_event(
     asyncio.run(scenario())
 
 
+def test_a_stream_that_flows_is_not_cut_while_its_engines_metrics_are_late() -> None:
+    """A busy engine may answer its /metrics late while its stream flows: only a request that has itself
+    been silent is taken as hung."""
+
+    async def scenario() -> None:
+        late, sent = asyncio.Event(), []
+
+        async def flows(request: web.Request) -> web.StreamResponse:
+            late.set()  # from now on its /metrics do not answer
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            for _ in range(10):
+                await resp.write(b'data: {"choices":[{"index":0,"text":"a"}]}\n\n')
+                await asyncio.sleep(0.2)
+            await resp.write(b"data: [DONE]\n\n")
+            return resp
+
+        async with (
+            serve(hung_engine(flows, late, sent)) as e,
+            gateway([e], silent_after_s=0.5, timeouts={"first_byte_s": 60.0, "idle_s": 60.0}) as (url, gw),
+        ):
+            await eventually_async(lambda: all(ep.scraped_at for ep in gw.all_endpoints()), what="engine scraped")
+            status, body, took = await post(url, {"model": "m", "prompt": "x", "max_tokens": 9, "stream": True})
+            assert status == 200 and b"error" not in body, body
+            assert body.count(b'"text":"a"') == 10 and body.endswith(b"data: [DONE]\n\n"), body
+            assert took > 1.5  # the stream ran well past silent_after_s with the metrics silent
+
+    asyncio.run(scenario())
+
+
 def test_total_timeout_cuts_a_non_streamed_answer_that_never_ends() -> None:
     async def scenario() -> None:
         timeouts = {"first_byte_s": 20.0, "idle_s": 20.0, "total_s": 1.0}
